@@ -1,0 +1,60 @@
+"""The edge application factory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+from tokenwire.edge import keys as appkeys
+from tokenwire.edge.errors import error_middleware
+from tokenwire.edge.hub import Hub
+from tokenwire.edge.metrics import EdgeMetrics
+from tokenwire.edge.routes import setup_routes
+from tokenwire.redis_client import create_redis
+from tokenwire.settings import Settings
+from tokenwire.store import StreamStore
+
+
+def create_app(settings: Settings, redis: Redis | None = None) -> web.Application:
+    """Build the edge. ``redis`` lets a caller share its client (it stays the caller's)."""
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=settings.max_body_bytes)
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.METRICS] = EdgeMetrics()
+    app[appkeys.LIFECYCLE] = appkeys.Lifecycle()
+    app.cleanup_ctx.append(_redis_context(redis))
+    app.on_shutdown.append(_drain)
+    setup_routes(app)
+    return app
+
+
+def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[appkeys.SETTINGS]
+        redis = shared if shared is not None else create_redis(settings)
+        hub = Hub(redis, settings.subscriber_queue_size)
+        app[appkeys.REDIS] = redis
+        app[appkeys.STORE] = StreamStore(redis, settings)
+        app[appkeys.HUB] = hub
+        app[appkeys.METRICS].watch_hub(lambda: hub.channels, lambda: hub.subscribers,
+                                       lambda: hub.messages_received)
+        await hub.start()
+        yield
+        await hub.close()
+        if shared is None:
+            await redis.aclose()
+
+    return context
+
+
+async def _drain(app: web.Application) -> None:
+    """Stop live deliveries: SSE responses end with a fresh ``retry:``, WebSockets
+    close with 1012; every client resumes from its cursor on another edge."""
+    lifecycle = app[appkeys.LIFECYCLE]
+    lifecycle.draining = True
+    tasks = list(lifecycle.deliveries)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,77 @@
+"""Domain errors → HTTP, in one table; every error body is ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from tokenwire.edge.follower import StreamComplete
+from tokenwire.errors import (
+    InvalidValue,
+    MalformedRequest,
+    OverLimit,
+    PayloadTooLarge,
+    StreamGone,
+    StreamNotFound,
+    TokenwireError,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from tokenwire.redis_client import TRANSPORT_ERRORS
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS: dict[type[TokenwireError], int] = {
+    MalformedRequest: 400,
+    StreamNotFound: 404,
+    StreamGone: 410,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidValue: 422,
+    OverLimit: 429,
+    Unavailable: 503,
+}
+
+#: WebSocket close codes the edge uses.
+WS_NORMAL = 1000
+WS_SERVICE_RESTART = 1012
+
+_AIOHTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(
+    status: int, code: str, message: str, *, retry_after: float | None = None,
+    details: list[dict[str, object]] | None = None,
+) -> web.Response:
+    body: dict[str, object] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    response = web.json_response({"error": body}, status=status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, round(retry_after)))
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except StreamComplete:
+        return web.Response(status=204)
+    except TokenwireError as exc:
+        status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 500)
+        details = exc.details if isinstance(exc, InvalidValue) else None
+        return error_response(status, exc.code, exc.message, retry_after=exc.retry_after,
+                              details=details)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _AIOHTTP_CODES.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+    except TRANSPORT_ERRORS as exc:
+        log.warning("redis unavailable: %s", exc)
+        return error_response(503, "redis_unavailable", "the message broker is unreachable",
+                              retry_after=1)

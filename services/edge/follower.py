@@ -1,0 +1,149 @@
+"""One client's events from a cursor: replay from the stream, then live from the hub.
+
+The switch from replay to live cannot skip or repeat an event because the
+order is: subscribe (confirmed by Redis) → read the stream → de-duplicate live
+events by ``seq``. Any live event that does not continue the client's position
+exactly (a gap, another epoch, a lagged queue, a quiet spell) sends the
+follower back to the stream in Redis, the source of truth. Knows no HTTP.
+
+Positions (DESIGN.md "Resume: the cursor"): after ``E.n`` the client gets
+``n+1, n+2, …`` of epoch ``E``; when that is impossible, a ``reset`` and the
+current epoch from its start (its early events as one ``snapshot`` when they are
+no longer kept). ``reset`` carries ``<epoch>.0``: nothing of the new epoch seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from tokenwire import events as ev
+from tokenwire.cursor import Cursor
+from tokenwire.edge.hub import Hub
+from tokenwire.errors import StreamGone, StreamNotFound
+from tokenwire.events import Event
+from tokenwire.store import StreamStore
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+
+
+class StreamComplete(Exception):
+    """The client already has everything there is (HTTP 204)."""
+
+
+class Follower:
+    def __init__(
+        self,
+        store: StreamStore,
+        hub: Hub,
+        stream_id: str,
+        position: Cursor | None,
+        *,
+        idle_resync: float,
+        want_snapshot: bool = False,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self.stream_id = stream_id
+        self.epoch = position.epoch if position else None
+        self.seq = position.seq if position else 0
+        self._idle_resync = idle_resync
+        self._want_snapshot = want_snapshot
+        self.finished = False
+
+    @classmethod
+    async def open(
+        cls, store: StreamStore, hub: Hub, stream_id: str, position: Cursor | None,
+        *, idle_resync: float, want_snapshot: bool = False,
+    ) -> Follower:
+        """Check that there is something to follow before a response starts:
+        raises ``StreamNotFound`` (404), ``StreamGone`` (410), ``StreamComplete`` (204)."""
+        meta = await store.meta(stream_id)
+        if meta is None:
+            # A client that holds a cursor saw this stream: its record expired.
+            raise StreamGone() if position else StreamNotFound()
+        if meta.finished:
+            at_end = position is not None and position == Cursor(meta.epoch or "", meta.last_seq)
+            if at_end or not await store.events_exist(stream_id):
+                raise StreamComplete()
+        return cls(store, hub, stream_id, position, idle_resync=idle_resync,
+                   want_snapshot=want_snapshot)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Yield events until (and including) the terminal one."""
+        async with self._hub.subscribe(self.stream_id) as live:
+            async for event in self._replay():
+                yield event
+            while not self.finished:
+                incoming = await live.get(self._idle_resync)
+                if incoming is not None and incoming.epoch == self.epoch:
+                    if incoming.seq <= self.seq:
+                        continue  # already sent during replay
+                    if incoming.seq == self.seq + 1:
+                        yield self._advance(incoming)
+                        continue
+                if incoming is None:
+                    live.recover()
+                async for event in self._replay():
+                    yield event
+
+    def _advance(self, event: Event) -> Event:
+        self.epoch, self.seq = event.epoch, event.seq
+        self.finished = event.is_terminal
+        return event
+
+    async def _replay(self) -> AsyncIterator[Event]:
+        """Bring the client level with Redis."""
+        meta = await self._store.meta(self.stream_id)
+        if meta is None or meta.epoch is None:
+            self.finished = meta is None  # expired mid-follow: the client will get 410
+            return
+        if self.epoch is not None and (self.epoch != meta.epoch or self.seq > meta.last_seq):
+            reason = "new_attempt" if self.epoch != meta.epoch else "cursor_ahead"
+            yield self._reset(meta.epoch, reason)
+        self.epoch = meta.epoch
+        if self._want_snapshot and self.seq == 0:
+            self._want_snapshot = False
+            async for event in self._snapshot():
+                yield event
+        while not self.finished:
+            page = await self._store.read_events(self.stream_id, self.seq, PAGE_SIZE)
+            if page and page[0].epoch != self.epoch:
+                # A new attempt began after we read meta: start over from it.
+                yield self._reset(page[0].epoch, "new_attempt")
+                continue
+            if (page and page[0].seq != self.seq + 1) or (not page and self.seq < meta.last_seq):
+                if not page and meta.finished:
+                    self.finished = True  # history expired: a reconnect gets 204
+                    return
+                if self.seq > 0:
+                    yield self._reset(self.epoch, "history_trimmed")
+                async for event in self._snapshot():
+                    yield event
+                continue
+            for event in page:
+                yield self._advance(event)
+                if self.finished:
+                    return
+            if len(page) < PAGE_SIZE:
+                return
+
+    async def _snapshot(self) -> AsyncIterator[Event]:
+        """The epoch's text so far as one event, consistent with its cursor."""
+        snap = await self._store.snapshot(self.stream_id)
+        if snap is None or snap.meta.epoch is None:
+            self.finished = snap is None
+            return
+        if snap.meta.epoch != self.epoch:
+            yield self._reset(snap.meta.epoch, "new_attempt")
+        # A finished stream's terminal event carries no text: leave it to the replay.
+        seq = snap.meta.last_seq - 1 if snap.meta.finished else snap.meta.last_seq
+        self.seq = seq
+        yield ev.snapshot(snap.meta.epoch, seq, snap.text)
+
+    def _reset(self, epoch: str, reason: str) -> Event:
+        log.info("reset %s", reason, extra={"stream_id": self.stream_id})
+        self.epoch, self.seq = epoch, 0
+        return ev.reset(epoch, reason)

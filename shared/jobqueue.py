@@ -1,0 +1,74 @@
+"""The job queue: ``tw:jobs`` with consumer group ``workers``.
+
+A job is acknowledged (and deleted) only after its terminal event is written.
+Entries whose consumer went quiet for ``claim_timeout_ms`` are reclaimed with
+``XAUTOCLAIM``; a live worker refreshes the claim of every job it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from tokenwire import keys
+from tokenwire.jobs import Job
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    entry_id: str
+    job: Job | None  # None: the entry is unreadable (a poison pill); ack it away
+    reclaimed: bool
+
+
+class JobQueue:
+    def __init__(self, redis: Redis, consumer: str, claim_timeout_ms: int) -> None:
+        self._redis = redis
+        self.consumer = consumer
+        self._claim_timeout_ms = claim_timeout_ms
+        self._autoclaim_cursor = "0-0"
+
+    async def ensure_group(self) -> None:
+        """Create the group (and stream); only ``BUSYGROUP`` (it exists) is tolerated."""
+        try:
+            await self._redis.xgroup_create(keys.JOBS, keys.WORKERS_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_new(self, count: int, block_ms: int) -> list[Delivery]:
+        reply = await self._redis.xreadgroup(
+            keys.WORKERS_GROUP, self.consumer, {keys.JOBS: ">"}, count=count, block=block_ms
+        )
+        return [self._delivery(eid, f, False) for _, entries in reply or [] for eid, f in entries]
+
+    async def reclaim(self, count: int) -> list[Delivery]:
+        """Take over jobs whose consumer has been idle past the claim timeout."""
+        reply = await self._redis.xautoclaim(
+            keys.JOBS, keys.WORKERS_GROUP, self.consumer,
+            min_idle_time=self._claim_timeout_ms, start_id=self._autoclaim_cursor, count=count,
+        )
+        self._autoclaim_cursor = reply[0]
+        return [self._delivery(eid, f, True) for eid, f in reply[1] if f is not None]
+
+    async def refresh(self, entry_ids: list[str]) -> None:
+        """Reset the idle time of jobs this worker still runs, so they are not stolen."""
+        if entry_ids:
+            await self._redis.xclaim(
+                keys.JOBS, keys.WORKERS_GROUP, self.consumer, 0, entry_ids, justid=True
+            )
+
+    async def ack(self, entry_id: str) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(keys.JOBS, keys.WORKERS_GROUP, entry_id)
+            pipe.xdel(keys.JOBS, entry_id)
+            await pipe.execute()
+
+    @staticmethod
+    def _delivery(entry_id: str, fields: dict[str, str], reclaimed: bool) -> Delivery:
+        try:
+            job = Job.model_validate_json(fields["job"])
+        except (KeyError, ValueError):
+            job = None
+        return Delivery(entry_id, job, reclaimed)

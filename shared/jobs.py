@@ -1,0 +1,55 @@
+"""The job a backend enqueues (``POST /v1/streams``), validated before anything is written."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tokenwire.settings import BufferMode
+
+MetadataValue = str | int | float | bool | None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str = Field(max_length=200_000)
+
+
+class JobRequest(BaseModel):
+    """Either ``messages`` or ``prompt``; everything else optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
+    prompt: str | None = Field(None, min_length=1, max_length=200_000)
+    model: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    buffer: BufferMode | None = None
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
+
+    @model_validator(mode="after")
+    def _exactly_one_input(self) -> JobRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of 'messages' or 'prompt'")
+        return self
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        if self.messages is not None:
+            return [m.model_dump() for m in self.messages]
+        return [{"role": "user", "content": self.prompt or ""}]
+
+
+class Job(BaseModel):
+    """A job as it travels on ``tw:jobs``: the request plus its resolved defaults."""
+
+    stream_id: str
+    messages: list[dict[str, str]]
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    buffer: BufferMode
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    created_at_ms: int

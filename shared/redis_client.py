@@ -1,0 +1,28 @@
+"""One Redis client per process, on a bounded pool (connections stay constant as load grows)."""
+
+from __future__ import annotations
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from tokenwire.settings import Settings
+
+#: Transport errors: the only ones worth a retry, or a 503.
+TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+
+
+def create_redis(settings: Settings) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_socket_timeout,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=min(5.0, settings.redis_socket_timeout),
+        health_check_interval=30,
+        decode_responses=True,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    return Redis(connection_pool=pool)

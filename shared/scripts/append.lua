@@ -1,0 +1,33 @@
+-- Append a batch of events of one attempt, atomically.
+-- ARGV: attempt, first_seq, maxlen, events_ttl, final_status ('' unless terminal),
+--       tokens_delta, now_ms, then (type, data, content) for each event.
+-- Fencing: `attempt` must be the stream's current attempt. Idempotence: a batch
+-- that was already applied (a retry after a lost reply) is acknowledged as
+-- 'duplicate' and not written again; any other seq but last_seq + 1 is refused.
+-- Returns {'ok'|'duplicate', cancel_flag} | {'fenced'} | {'seq_conflict', last_seq}
+--       | {'not_running', status} | {'missing'}
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'cancel', 'epoch')
+if not cur[1] then return {'missing'} end
+if cur[1] ~= ARGV[1] then return {'fenced'} end
+local last = tonumber(cur[2])
+local first = tonumber(ARGV[2])
+local n = (#ARGV - 7) / 3
+if first <= last then
+  if first + n - 1 <= last then return {'duplicate', cur[4] or '0'} end
+  return {'seq_conflict', last}
+end
+if cur[3] ~= 'running' then return {'not_running', cur[3]} end
+if first ~= last + 1 then return {'seq_conflict', last} end
+for i = 0, n - 1 do
+  local base = 8 + 3 * i
+  add_event(cur[5], first + i, ARGV[base], ARGV[base + 1], ARGV[3])
+  if ARGV[base + 2] ~= '' then redis.call('APPEND', KEYS[3], ARGV[base + 2]) end
+end
+redis.call('HSET', KEYS[1], 'last_seq', first + n - 1)
+if tonumber(ARGV[6]) > 0 then redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[6]) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[5], 'finished_at', ARGV[7],
+             'final', ARGV[#ARGV - 1])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return {'ok', cur[4] or '0'}

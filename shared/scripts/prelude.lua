@@ -1,0 +1,31 @@
+-- Shared by every per-stream script. Keys, in this order, always:
+--   KEYS[1] meta hash, KEYS[2] event stream, KEYS[3] text, KEYS[4] live channel.
+-- All four share the stream id's hash tag, hence one Cluster slot.
+
+local function add_event(epoch, seq, etype, data, maxlen)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, seq .. '-0',
+             'e', epoch, 't', etype, 'd', data)
+  redis.call('SPUBLISH', KEYS[4], epoch .. '.' .. seq .. ' ' .. etype .. ' ' .. data)
+end
+
+local function is_terminal(status)
+  return status == 'done' or status == 'error' or status == 'cancelled'
+end
+
+-- A new incarnation of the stream: new epoch, next attempt (the fencing token),
+-- the old epoch's events and text replaced, and its `start` event as seq 1.
+local function start_epoch(epoch, owner, now, model, stream_id, maxlen, ttl)
+  local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[3], '')
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last_seq', 1, 'status', 'running',
+             'owner', owner, 'model', model, 'tokens', 0, 'attempt_started_at', now)
+  redis.call('HSETNX', KEYS[1], 'started_at', now)
+  local data = cjson.encode({stream_id = stream_id, model = model, epoch = epoch,
+                             attempt = attempt})
+  add_event(epoch, 1, 'start', data, maxlen)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  return attempt
+end

@@ -1,0 +1,107 @@
+"""Configuration: environment variables with the ``TOKENWIRE_`` prefix and a ``.env`` file.
+
+Built once in an entry point and passed down; nothing reads the environment elsewhere.
+``REDIS_URL``, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` are honoured as well, the
+way the wider ecosystem names them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BufferMode = Literal["none", "word", "sentence", "coalesce"]
+
+
+def _default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Every knob of Tokenwire. The README's settings table mirrors this class."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENWIRE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # Redis / Valkey
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("TOKENWIRE_REDIS_URL", "REDIS_URL"),
+    )
+    redis_max_connections: int = Field(16, ge=2, description="command pool size per process")
+    redis_socket_timeout: float = Field(10.0, gt=0)
+    read_block_ms: int = Field(2000, ge=10, description="bounded blocking reads (XREADGROUP)")
+
+    # Data retention
+    events_maxlen: int = Field(10_000, ge=10, description="cap of each event stream")
+    events_ttl_seconds: int = Field(3600, ge=1, description="event stream TTL after the end")
+    meta_ttl_seconds: int = Field(86_400, ge=60, description="meta hash and text TTL")
+    idempotency_ttl_seconds: int = Field(86_400, ge=60)
+    max_queue_length: int = Field(10_000, ge=1, description="queued jobs before 429")
+
+    # Worker
+    worker_concurrency: int = Field(64, ge=1)
+    worker_claim_timeout_ms: int = Field(30_000, ge=100, description="idle time before reclaim")
+    worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
+    consumer_name: str = Field(default_factory=_default_consumer_name)
+
+    # LLM providers
+    provider: Literal["auto", "openai", "simulated"] = "auto"
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("TOKENWIRE_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("TOKENWIRE_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    openai_max_retries: int = Field(2, ge=0)
+    openai_timeout_seconds: float = Field(60.0, gt=0)
+    default_model: str = "gpt-4o-mini"
+    simulated_tokens_per_second: float = Field(40.0, gt=0)
+    simulated_first_token_delay_ms: int = Field(150, ge=0)
+
+    # Token buffering
+    default_buffer: BufferMode = "coalesce"
+    coalesce_chars: int = Field(64, ge=1)
+    flush_interval_ms: int = Field(40, ge=1, description="longest a buffer holds text")
+
+    # Input limits
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    max_tokens_limit: int = Field(16_384, ge=1)
+
+    # Edge
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    sse_ping_seconds: float = Field(15.0, gt=0, le=15.0)
+    sse_retry_ms: int = Field(2000, ge=100, description="base of the jittered retry: field")
+    ws_heartbeat_seconds: float = Field(20.0, gt=0)
+    subscriber_queue_size: int = Field(1024, ge=8)
+    idle_resync_seconds: float = Field(10.0, gt=0, description="re-check Redis when quiet")
+
+    # Logging
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _block_below_socket_timeout(self) -> Settings:
+        # redis-py issue 2807: a blocking read longer than the socket timeout
+        # looks like a dead connection.
+        if self.read_block_ms / 1000 >= self.redis_socket_timeout:
+            raise ValueError("read_block_ms must stay below redis_socket_timeout")
+        return self
+
+    @property
+    def default_model_name(self) -> str:
+        """The model a job gets when it names none."""
+        return "simulated" if self.effective_provider == "simulated" else self.default_model
+
+    @property
+    def effective_provider(self) -> Literal["openai", "simulated"]:
+        """``auto`` means: the real API when a key is configured, else the simulator."""
+        if self.provider == "auto":
+            return "openai" if self.openai_api_key else "simulated"
+        return self.provider

@@ -1,0 +1,263 @@
+"""Per-stream state in Redis: the meta hash, the event stream, the text.
+
+Every write goes through one of three server-side scripts (``scripts/``):
+``begin`` (a new attempt and epoch), ``append`` (fenced, seq-checked batches)
+and ``cancel``. Reads that must agree with each other (meta and text) are one
+``MULTI``. The store knows Redis, not HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from tokenwire import keys
+from tokenwire.errors import (
+    FencedWrite,
+    InvalidValue,
+    OverLimit,
+    SequenceConflict,
+    StreamNotFound,
+    StreamNotRunning,
+)
+from tokenwire.events import Event, dumps
+from tokenwire.jobs import Job
+from tokenwire.settings import Settings
+
+TERMINAL_STATUSES = frozenset({"done", "error", "cancelled"})
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _load_script(name: str) -> str:
+    folder = resources.files("tokenwire") / "scripts"
+    return (folder / "prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMeta:
+    """What the meta hash says about one stream."""
+
+    stream_id: str
+    status: str
+    epoch: str | None
+    attempt: int
+    last_seq: int
+    model: str
+    tokens: int
+    created_at_ms: int
+    finished_at_ms: int | None
+    final: dict[str, Any] | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_hash(cls, stream_id: str, raw: dict[str, str]) -> StreamMeta:
+        final = raw.get("final")
+        return cls(
+            stream_id=stream_id,
+            status=raw.get("status", "queued"),
+            epoch=raw.get("epoch") or None,
+            attempt=int(raw.get("attempt", 0)),
+            last_seq=int(raw.get("last_seq", 0)),
+            model=raw.get("model", ""),
+            tokens=int(raw.get("tokens", 0)),
+            created_at_ms=int(raw.get("created_at", 0)),
+            finished_at_ms=int(raw["finished_at"]) if "finished_at" in raw else None,
+            final=Event("", 0, "", final).payload() if final else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Meta and the epoch's text, read atomically: ``text`` is exactly the token
+    content of events ``1..meta.last_seq`` of ``meta.epoch``."""
+
+    meta: StreamMeta
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event a worker is about to append; ``content`` is the text it adds."""
+
+    type: str
+    data: str
+    content: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    stream_id: str
+    attempt: int
+    epoch: str
+    cancel_requested: bool
+
+
+class StreamStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._begin = redis.register_script(_load_script("begin"))
+        self._append = redis.register_script(_load_script("append"))
+        self._cancel = redis.register_script(_load_script("cancel"))
+
+    # --- creating (edge) -------------------------------------------------------
+
+    async def create(self, job: Job, idempotency_key: str | None, fingerprint: str) -> str:
+        """Record and enqueue a job; returns its stream id.
+
+        With an ``Idempotency-Key``, a retry of the same request returns the first
+        stream id; the same key with a different body is refused (422).
+        """
+        if await self._redis.xlen(keys.JOBS) >= self._settings.max_queue_length:
+            raise OverLimit("queue_full", "too many queued jobs; retry later", retry_after=2)
+        idem_key = keys.idempotency(idempotency_key) if idempotency_key else None
+        if idem_key is not None:
+            claimed = await self._redis.set(
+                idem_key, f"{job.stream_id} {fingerprint}", nx=True,
+                ex=self._settings.idempotency_ttl_seconds,
+            )
+            if not claimed:
+                return await self._replay_idempotent(idem_key, fingerprint)
+        try:
+            await self._write_new_stream(job)
+        except BaseException:
+            if idem_key is not None:
+                await self._redis.delete(idem_key)
+            raise
+        return job.stream_id
+
+    async def _replay_idempotent(self, idem_key: str, fingerprint: str) -> str:
+        stored = await self._redis.get(idem_key)
+        if stored is None:  # expired between SET NX and GET: vanishingly rare
+            raise OverLimit("idempotency_race", "retry the request", retry_after=1)
+        stream_id, stored_fingerprint = stored.split(" ", 1)
+        if stored_fingerprint != fingerprint:
+            raise InvalidValue(
+                "idempotency_conflict", "this Idempotency-Key was used with a different body"
+            )
+        return stream_id
+
+    async def _write_new_stream(self, job: Job) -> None:
+        meta_key = keys.meta(job.stream_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(meta_key, mapping={
+                "status": "queued", "attempt": 0, "last_seq": 0, "model": job.model,
+                "created_at": job.created_at_ms, "buffer": job.buffer,
+            })
+            pipe.expire(meta_key, self._settings.meta_ttl_seconds)
+            await pipe.execute()
+        try:
+            # The jobs stream lives on another Cluster slot: a second step. No
+            # MAXLEN here: trimming would drop unfinished jobs; the queue is
+            # bounded by admission (429) instead, and done jobs are deleted.
+            await self._redis.xadd(keys.JOBS, {"job": job.model_dump_json()})
+        except BaseException:
+            await self._redis.delete(meta_key)
+            raise
+
+    # --- reading (edge) ---------------------------------------------------------
+
+    async def meta(self, stream_id: str) -> StreamMeta | None:
+        raw = await self._redis.hgetall(keys.meta(stream_id))
+        return StreamMeta.from_hash(stream_id, raw) if raw else None
+
+    async def snapshot(self, stream_id: str) -> Snapshot | None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.meta(stream_id))
+            pipe.get(keys.text(stream_id))
+            raw, text = await pipe.execute()
+        if not raw:
+            return None
+        return Snapshot(StreamMeta.from_hash(stream_id, raw), text or "")
+
+    async def read_events(self, stream_id: str, after_seq: int, count: int) -> list[Event]:
+        entries = await self._redis.xrange(
+            keys.events(stream_id), min=f"{after_seq + 1}-0", max="+", count=count
+        )
+        return [
+            Event(fields["e"], int(entry_id.split("-", 1)[0]), fields["t"], fields["d"])
+            for entry_id, fields in entries
+        ]
+
+    async def events_exist(self, stream_id: str) -> bool:
+        return bool(await self._redis.exists(keys.events(stream_id)))
+
+    # --- cancelling (edge) ------------------------------------------------------
+
+    async def cancel(self, stream_id: str) -> str:
+        """Returns the stream's status after the request: ``cancelled`` (it was
+        queued and is now ended), ``cancelling`` (a worker is told), or the
+        status it had already ended with."""
+        meta = await self.meta(stream_id)
+        if meta is None:
+            raise StreamNotFound()
+        done_data = dumps({
+            "finish_reason": "cancelled", "tokens": 0, "duration_ms": 0,
+            "tokens_per_second": 0.0, "sha256": EMPTY_SHA256,
+        })
+        reply = await self._cancel(
+            keys=keys.stream_keys(stream_id),
+            args=[keys.new_epoch(), now_ms(), stream_id, self._settings.events_maxlen,
+                  self._settings.meta_ttl_seconds, self._settings.events_ttl_seconds,
+                  done_data, meta.model],
+        )
+        status = str(reply[0])
+        if status == "missing":
+            raise StreamNotFound()
+        if status == "cancelling":
+            await self._redis.publish(keys.CANCEL_CHANNEL, stream_id)
+        return status
+
+    # --- writing (worker) -------------------------------------------------------
+
+    async def begin(self, stream_id: str, owner: str, model: str) -> Attempt | str:
+        """Start a new attempt with a new epoch. Returns the attempt, or the
+        status of a stream that needs no generation (finished, or missing)."""
+        epoch = keys.new_epoch()
+        reply = await self._begin(
+            keys=keys.stream_keys(stream_id),
+            args=[epoch, owner, now_ms(), model, stream_id,
+                  self._settings.events_maxlen, self._settings.meta_ttl_seconds],
+        )
+        if reply[0] != "ok":
+            return str(reply[-1])
+        return Attempt(stream_id, int(reply[1]), epoch, reply[2] == "1")
+
+    async def append(
+        self,
+        attempt: Attempt,
+        first_seq: int,
+        batch: Sequence[PendingEvent],
+        final_status: str = "",
+        tokens_delta: int = 0,
+    ) -> bool:
+        """Append ``batch`` as seqs ``first_seq...``; returns whether a cancel was
+        requested. Raises a ``WriteRejected`` when this attempt may not write."""
+        args: list[str | int] = [
+            attempt.attempt, first_seq, self._settings.events_maxlen,
+            self._settings.events_ttl_seconds, final_status, tokens_delta, now_ms(),
+        ]
+        for event in batch:
+            args += [event.type, event.data, event.content]
+        reply = await self._append(keys=keys.stream_keys(attempt.stream_id), args=args)
+        outcome = reply[0]
+        if outcome in ("ok", "duplicate"):
+            return bool(reply[1] == "1")
+        if outcome == "fenced":
+            raise FencedWrite(attempt.stream_id)
+        if outcome == "seq_conflict":
+            raise SequenceConflict(attempt.stream_id, int(reply[1]) + 1, first_seq)
+        status = str(reply[1]) if len(reply) > 1 else "missing"
+        raise StreamNotRunning(attempt.stream_id, status)
