@@ -60,6 +60,7 @@ async def _until_signal(run) -> None:  # type: ignore[no-untyped-def]
 
 async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
     from aiohttp import web  # noqa: PLC0415
+
     from tokenwire.edge.app import create_app  # noqa: PLC0415
 
     runner = web.AppRunner(create_app(settings), handler_cancellation=True,

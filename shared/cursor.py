@@ -23,7 +23,7 @@ class Cursor:
     @classmethod
     def parse(cls, raw: str) -> Cursor:
         """Parse a client-supplied cursor; anything malformed is a 400."""
-        match = _CURSOR.match(raw)
+        match = _CURSOR.fullmatch(raw)
         if match is None:
             raise MalformedRequest("bad_cursor", "Last-Event-ID must look like <epoch>.<seq>")
         return cls(match.group(1), int(match.group(2)))

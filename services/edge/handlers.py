@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
+
 from tokenwire import keys
 from tokenwire.cursor import Cursor
 from tokenwire.edge import keys as appkeys
@@ -84,7 +85,7 @@ async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest
 
 def idempotency_key_of(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise MalformedRequest("bad_idempotency_key",
                                "Idempotency-Key must be 1-255 printable ASCII characters")
     return key

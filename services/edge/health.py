@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from tokenwire.edge import keys as appkeys
 from tokenwire.redis_client import TRANSPORT_ERRORS
 

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+
 from tokenwire import keys
 from tokenwire.events import Event
 from tokenwire.redis_client import TRANSPORT_ERRORS
@@ -80,6 +81,9 @@ class Hub:
         self._lock = asyncio.Lock()
         self._has_channels = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        # Polled as well as cancelling the listener: on Python 3.11 a cancel that
+        # races with a timeout inside redis-py can be swallowed.
+        self._closing = False
         self.messages_received = 0
 
     @property
@@ -94,6 +98,8 @@ class Hub:
         self._listener = asyncio.create_task(self._listen(), name="hub-listener")
 
     async def close(self) -> None:
+        self._closing = True
+        self._has_channels.set()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,7 +144,7 @@ class Hub:
         return future
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             await self._has_channels.wait()
             try:
                 message = await self._pubsub.get_message(timeout=1.0)

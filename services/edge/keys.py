@@ -7,6 +7,7 @@ import weakref
 
 from aiohttp import web
 from redis.asyncio import Redis
+
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.settings import Settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import resources
 
 from aiohttp import web
+
 from tokenwire.edge import handlers, health
 
 

@@ -42,7 +42,7 @@ class _End:
 
 
 class _Cancel:
-    """Queue marker: the stream was cancelled."""
+    """Queue marker: wakes the pump when the stream is cancelled."""
 
 
 @dataclass
@@ -109,10 +109,10 @@ class Generation:
         finish reason, or the upstream's error."""
         while True:
             item = await self._next_item()
+            if self._cancel_requested_at is not None:
+                return "cancelled"  # even with deltas still queued
             if item is None:  # the buffer's deadline passed while the model was silent
                 await self._emit(self._buffer.flush())
-            elif isinstance(item, _Cancel):
-                return "cancelled"
             elif isinstance(item, _End):
                 if isinstance(item.error, UpstreamError):
                     return item.error

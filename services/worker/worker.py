@@ -1,7 +1,7 @@
 """The worker: one class, a visible lifecycle — ``startup``, the intake loop, ``shutdown``.
 
 - Concurrency is bounded: the loop only reads as many jobs as it has free slots.
-- Every generation runs in a task kept in ``_running``; its outcome is logged.
+- Every job runs in a task kept in ``_tasks``; its outcome is logged.
 - A job is acknowledged only after its terminal event is written.
 - Jobs whose worker died are reclaimed with ``XAUTOCLAIM`` and run as a new
   attempt (new epoch: clients get ``reset``); the claims of running jobs are
@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from typing import Any
 
 from redis.asyncio import Redis
+
 from tokenwire import keys
 from tokenwire.buffers import make_buffer
 from tokenwire.errors import WriteRejected
@@ -34,13 +36,6 @@ from tokenwire.worker.sink import RedisEventSink
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Running:
-    entry_id: str
-    generation: Generation
-    task: asyncio.Task[None]
-
-
 class Worker:
     def __init__(
         self, redis: Redis, settings: Settings, provider: Provider, *, burst: bool = False
@@ -51,9 +46,13 @@ class Worker:
         self._burst = burst
         self._store = StreamStore(redis, settings)
         self._queue = JobQueue(redis, settings.consumer_name, settings.worker_claim_timeout_ms)
-        self._running: dict[str, _Running] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # job entry id -> its task
+        self._generations: dict[str, Generation] = {}  # stream id -> live generation
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        # Loops poll this as well as being cancelled: on Python 3.11 a cancel that
+        # races with a timeout inside redis-py can be swallowed.
+        self._closing = False
         self._helpers: list[asyncio.Task[None]] = []
         self.jobs_finished = 0
 
@@ -81,8 +80,8 @@ class Worker:
 
     async def shutdown(self) -> None:
         self._stopping.set()
-        if self._running:
-            tasks = [r.task for r in self._running.values()]
+        if self._tasks:
+            tasks = list(self._tasks.values())
             log.info("draining %d generations", len(tasks))
             _, pending = await asyncio.wait(
                 tasks, timeout=self._settings.worker_shutdown_grace_seconds
@@ -90,6 +89,7 @@ class Worker:
             for task in pending:  # left pending in the group: another worker reclaims them
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        self._closing = True
         for helper in self._helpers:
             helper.cancel()
         await asyncio.gather(*self._helpers, return_exceptions=True)
@@ -100,7 +100,7 @@ class Worker:
     async def _intake_loop(self) -> None:
         next_reclaim = 0.0
         while not self._stopping.is_set():
-            free = self._settings.worker_concurrency - len(self._running)
+            free = self._settings.worker_concurrency - len(self._tasks)
             if free <= 0:
                 self._slot_freed.clear()
                 await self._wait_for(self._slot_freed)
@@ -112,18 +112,35 @@ class Worker:
                     next_reclaim = time.monotonic() + self._reclaim_interval()
                 if not deliveries:
                     block = 1 if self._burst else self._settings.read_block_ms
-                    deliveries = await self._queue.read_new(free, block)
+                    deliveries = await self._unless_stopped(self._queue.read_new(free, block))
             except TRANSPORT_ERRORS as exc:
                 log.warning("redis unavailable, retrying: %s", exc)
                 await self._wait_for(self._stopping, 1.0)
                 continue
             for delivery in deliveries:
                 self._start(delivery)
-            if self._burst and not deliveries and not self._running:
+            if self._burst and not deliveries and not self._tasks:
                 return
             if self._burst and not deliveries:
                 self._slot_freed.clear()
                 await self._wait_for(self._slot_freed, 0.05)
+
+    async def _unless_stopped(self, read: Coroutine[Any, Any, list[Delivery]]) -> list[Delivery]:
+        """Run a blocking read, abandoning it as soon as ``stop()`` is called; an
+        abandoned read delivered nothing (XREADGROUP is not applied client-side
+        until its reply arrives, and a cancelled command's connection is dropped)."""
+        reading = asyncio.create_task(read)
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if reading.done():
+            return reading.result()
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        return []
 
     def _reclaim_interval(self) -> float:
         return max(0.05, self._settings.worker_claim_timeout_ms / 2000)
@@ -134,25 +151,26 @@ class Worker:
                 await event.wait()
 
     def _start(self, delivery: Delivery) -> None:
-        if delivery.job is None:
-            log.error("unreadable job dropped", extra={"job_id": delivery.entry_id})
-            task = asyncio.create_task(self._queue.ack(delivery.entry_id))
-            self._helpers.append(task)
-            return
-        task = asyncio.create_task(self._process(delivery), name=delivery.job.stream_id)
+        entry_id = delivery.entry_id
+        task = asyncio.create_task(self._process(delivery), name=entry_id)
+        self._tasks[entry_id] = task
         task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task.get_name(), None)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
-            log.error("generation task failed", exc_info=task.exception(),
-                      extra={"stream_id": task.get_name()})
+            log.error("job task failed", exc_info=task.exception(),
+                      extra={"job_id": task.get_name()})
 
     # --- one job ------------------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
         job = delivery.job
-        assert job is not None  # _start checked; narrows the type
+        if job is None:
+            log.error("unreadable job dropped", extra={"job_id": delivery.entry_id})
+            await self._queue.ack(delivery.entry_id)
+            return
         context = {"stream_id": job.stream_id, "job_id": delivery.entry_id}
         began = await self._store.begin(job.stream_id, self._queue.consumer, job.model)
         if not isinstance(began, Attempt):
@@ -164,9 +182,7 @@ class Worker:
         buffer = make_buffer(job.buffer, self._settings.flush_interval_ms / 1000,
                              self._settings.coalesce_chars)
         generation = Generation(job, self._provider, buffer, RedisEventSink(self._store, began))
-        self._running[job.stream_id] = _Running(
-            delivery.entry_id, generation, asyncio.current_task()  # type: ignore[arg-type]
-        )
+        self._generations[job.stream_id] = generation
         if began.cancel_requested:
             generation.cancel()
         try:
@@ -176,7 +192,7 @@ class Worker:
             log.warning("generation stopped: %s", exc.message, extra=context)
             return
         finally:
-            self._running.pop(job.stream_id, None)
+            self._generations.pop(job.stream_id, None)
         await self._queue.ack(delivery.entry_id)
         self.jobs_finished += 1
         log.info("generation finished", extra=context)
@@ -185,20 +201,20 @@ class Worker:
 
     async def _refresh_claims(self) -> None:
         interval = self._settings.worker_claim_timeout_ms / 3000
-        while True:
+        while not self._closing:
             await asyncio.sleep(interval)
             try:
-                await self._queue.refresh([r.entry_id for r in self._running.values()])
+                await self._queue.refresh(list(self._tasks))
             except TRANSPORT_ERRORS as exc:
                 log.warning("claim refresh failed: %s", exc)
 
     async def _listen_for_cancels(self) -> None:
         """Cancels published by any edge reach the worker running that stream."""
-        while True:
+        while not self._closing:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(keys.CANCEL_CHANNEL)
-                    while True:
+                    while not self._closing:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
                             self._cancel_local(str(message["data"]))
@@ -207,7 +223,7 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     def _cancel_local(self, stream_id: str) -> None:
-        running = self._running.get(stream_id)
-        if running is not None:
+        generation = self._generations.get(stream_id)
+        if generation is not None:
             log.info("cancel requested", extra={"stream_id": stream_id})
-            running.generation.cancel()
+            generation.cancel()

@@ -7,6 +7,7 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+
 from tokenwire.jobs import Job
 from tokenwire.settings import Settings
 from tokenwire.worker.providers.base import Delta, UpstreamError

