@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in (("host", getattr(args, "host", None)),
                                    ("port", getattr(args, "port", None))) if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "edge":
         asyncio.run(_until_signal(lambda stop: run_edge(settings, stop)))

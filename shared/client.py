@@ -86,7 +86,7 @@ class Transcript:
 async def parse_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, str, str]]:
     """Yield ``(id, event, data)`` per the SSE spec (comments and ``retry:`` skipped)."""
     event_id: str | None = None
-    event_type, data_lines = "message", []
+    event_type, data_lines = "message", list[str]()
     async for raw in content:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:

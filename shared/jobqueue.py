@@ -8,6 +8,7 @@ Entries whose consumer went quiet for ``claim_timeout_ms`` are reclaimed with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -39,9 +40,10 @@ class JobQueue:
                 raise
 
     async def read_new(self, count: int, block_ms: int) -> list[Delivery]:
-        reply = await self._redis.xreadgroup(
+        reply = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
+                     await self._redis.xreadgroup(
             keys.WORKERS_GROUP, self.consumer, {keys.JOBS: ">"}, count=count, block=block_ms
-        )
+        ))
         return [self._delivery(eid, f, False) for _, entries in reply or [] for eid, f in entries]
 
     async def reclaim(self, count: int) -> list[Delivery]:
@@ -57,7 +59,8 @@ class JobQueue:
         """Reset the idle time of jobs this worker still runs, so they are not stolen."""
         if entry_ids:
             await self._redis.xclaim(
-                keys.JOBS, keys.WORKERS_GROUP, self.consumer, 0, entry_ids, justid=True
+                keys.JOBS, keys.WORKERS_GROUP, self.consumer, 0, cast(Any, entry_ids),
+                justid=True,
             )
 
     async def ack(self, entry_id: str) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -140,7 +140,7 @@ class StreamStore:
         return job.stream_id
 
     async def _replay_idempotent(self, idem_key: str, fingerprint: str) -> str:
-        stored = await self._redis.get(idem_key)
+        stored = cast(str | None, await self._redis.get(idem_key))
         if stored is None:  # expired between SET NX and GET: vanishingly rare
             raise OverLimit("idempotency_race", "retry the request", retry_after=1)
         stream_id, stored_fingerprint = stored.split(" ", 1)
@@ -171,22 +171,23 @@ class StreamStore:
     # --- reading (edge) ---------------------------------------------------------
 
     async def meta(self, stream_id: str) -> StreamMeta | None:
-        raw = await self._redis.hgetall(keys.meta(stream_id))
+        raw = cast(dict[str, str], await self._redis.hgetall(keys.meta(stream_id)))
         return StreamMeta.from_hash(stream_id, raw) if raw else None
 
     async def snapshot(self, stream_id: str) -> Snapshot | None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(keys.meta(stream_id))
             pipe.get(keys.text(stream_id))
-            raw, text = await pipe.execute()
+            results = await pipe.execute()
+        raw, text = cast(dict[str, str], results[0]), cast(str | None, results[1])
         if not raw:
             return None
         return Snapshot(StreamMeta.from_hash(stream_id, raw), text or "")
 
     async def read_events(self, stream_id: str, after_seq: int, count: int) -> list[Event]:
-        entries = await self._redis.xrange(
+        entries = cast(list[tuple[str, dict[str, str]]], await self._redis.xrange(
             keys.events(stream_id), min=f"{after_seq + 1}-0", max="+", count=count
-        )
+        ))
         return [
             Event(fields["e"], int(entry_id.split("-", 1)[0]), fields["t"], fields["d"])
             for entry_id, fields in entries

@@ -74,7 +74,9 @@ async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest
         job_request = JobRequest.model_validate(body)
         canonical = dumps(job_request.model_dump(mode="json")).encode()
     except ValidationError as exc:
-        details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        details: list[dict[str, object]] = [
+            {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()
+        ]
         raise InvalidValue("invalid_job", "the job has invalid values", details) from exc
     except UnicodeEncodeError as exc:  # lone surrogates from "\ud800" escapes
         raise InvalidValue("invalid_job", "text must be valid Unicode") from exc

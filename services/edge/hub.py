@@ -104,7 +104,7 @@ class Hub:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        await self._pubsub.aclose()
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @contextlib.asynccontextmanager
     async def subscribe(self, stream_id: str) -> AsyncIterator[Subscription]:

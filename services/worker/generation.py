@@ -117,7 +117,7 @@ class Generation:
                 if isinstance(item.error, UpstreamError):
                     return item.error
                 return self._stats.finish_reason or "stop"
-            else:
+            elif isinstance(item, Delta):
                 self._absorb(item)
                 if item.text:
                     self._pending_tokens += 1

@@ -54,3 +54,12 @@ def test_simulated_is_the_default_without_a_key(monkeypatch: pytest.MonkeyPatch)
 def test_blocking_reads_must_stay_below_the_socket_timeout() -> None:
     with pytest.raises(ValidationError):
         Settings(_env_file=None, read_block_ms=10_000, redis_socket_timeout=5)  # type: ignore[call-arg]
+
+
+def test_the_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields
+               if f"`TOKENWIRE_{name.upper()}`" not in readme]
+    assert missing == []
