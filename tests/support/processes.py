@@ -53,6 +53,27 @@ def tokenwire(name: str, command: list[str], env: dict[str, str], log_dir: Path)
     return Process(name, [sys.executable, "-m", "tokenwire", *command], env, log_dir)
 
 
+async def wait_ready(url: str, process: Process, max_seconds: float = 20) -> None:
+    """``wait_http`` for async tests: polls without blocking the event loop."""
+    import asyncio
+
+    import aiohttp
+
+    deadline = time.monotonic() + max_seconds
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{process.name} exited:\n{process.log()}")
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{url} not ready:\n{process.log()}")
+
+
 def wait_http(url: str, process: Process, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

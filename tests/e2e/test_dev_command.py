@@ -1,0 +1,47 @@
+"""``tokenwire dev``: one command runs Valkey, a worker and an edge; SIGTERM stops
+all of it and leaves no child process behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import free_port, tokenwire, wait_ready
+from tokenwire.client import TokenwireClient
+
+pytestmark = pytest.mark.e2e
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_dev_serves_the_demo_and_stops_cleanly(tmp_path: Path, sig: int) -> None:
+    port = free_port()
+    dev = tokenwire("dev", ["dev", "--port", str(port)],
+                    {"TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "500"}, tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_ready(f"{base}/readyz", dev)
+        assert f"Tokenwire demo: {base}/" in dev.log()
+        valkey_pid = int(re.search(r"valkey running at \S+ \(pid (\d+)\)", dev.log()).group(1))  # type: ignore[union-attr]
+        assert alive(valkey_pid)
+        async with TokenwireClient(base) as client:
+            stream_id = await client.create({"prompt": "hello from the demo"})
+            transcript = await client.follow(stream_id)
+        assert transcript.terminal is not None and transcript.terminal.type == "done"
+        assert transcript.text
+    finally:
+        code = dev.stop(sig, timeout=15)
+    assert code == 0, dev.log()
+    # dev stops (and reaps) Valkey before it exits: nothing to wait for.
+    assert not alive(valkey_pid), "the embedded Valkey outlived tokenwire dev"
