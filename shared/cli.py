@@ -61,9 +61,10 @@ async def _until_signal(run) -> None:  # type: ignore[no-untyped-def]
 async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
     from aiohttp import web  # noqa: PLC0415
 
-    from tokenwire.edge.app import create_app  # noqa: PLC0415
+    from tokenwire.edge.app import create_app, start_draining  # noqa: PLC0415
 
-    runner = web.AppRunner(create_app(settings), handler_cancellation=True,
+    app = create_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True,
                            shutdown_timeout=5.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -71,8 +72,9 @@ async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
     log.info("edge listening on http://%s:%d/", settings.host, settings.port)
     try:
         await stop.wait()
-    finally:
         log.info("edge draining")
+        await start_draining(app)
+    finally:
         await runner.cleanup()
 
 

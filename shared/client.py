@@ -50,8 +50,9 @@ class Transcript:
     events: list[ClientEvent] = field(default_factory=list)
     resets: int = 0
     terminal: ClientEvent | None = None
-    #: Accept a token frame whose cursor jumps (the edge merged several events).
-    allow_merged: bool = False
+    #: Accept a token frame whose cursor jumps: the edge merges queued token events
+    #: for a client that is behind or catching up. ``False`` demands steps of 1.
+    allow_merged: bool = True
 
     @property
     def last_id(self) -> str | None:

@@ -79,7 +79,16 @@ class Settings(BaseSettings):
     sse_ping_seconds: float = Field(15.0, gt=0, le=15.0)
     sse_retry_ms: int = Field(2000, ge=100, description="base of the jittered retry: field")
     ws_heartbeat_seconds: float = Field(20.0, gt=0)
-    subscriber_queue_size: int = Field(1024, ge=8)
+    subscriber_queue_size: int = Field(1024, ge=8, description="live events queued per client")
+    client_backlog_chars: int = Field(64 * 1024, ge=1024,
+                                      description="unsent text per client before backpressure")
+    slow_consumer_seconds: float = Field(10.0, gt=0,
+                                         description="stuck this long: disconnect, resume later")
+    send_timeout_seconds: float = Field(10.0, gt=0, description="one write to a client")
+    drain_ready_delay_seconds: float = Field(
+        1.0, ge=0, description="on SIGTERM: fail /readyz this long before closing streams")
+    drain_seconds: float = Field(5.0, ge=0,
+                                 description="reconnects are spread over this window")
     idle_resync_seconds: float = Field(10.0, gt=0, description="re-check Redis when quiet")
 
     # Logging

@@ -35,6 +35,7 @@ def make_settings(redis_url: str, **overrides: object) -> Settings:
         "worker_shutdown_grace_seconds": 2.0,
         "idle_resync_seconds": 2.0,
         "consumer_name": "test-worker",
+        "drain_ready_delay_seconds": 0.0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

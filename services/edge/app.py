@@ -50,9 +50,17 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
     return context
 
 
+async def start_draining(app: web.Application) -> None:
+    """First step of a graceful stop, while the edge still listens: ``/readyz``
+    fails and new streams get 503, so the load balancer moves clients away."""
+    app[appkeys.LIFECYCLE].draining = True
+    await asyncio.sleep(app[appkeys.SETTINGS].drain_ready_delay_seconds)
+
+
 async def _drain(app: web.Application) -> None:
-    """Stop live deliveries: SSE responses end with a fresh ``retry:``, WebSockets
-    close with 1012; every client resumes from its cursor on another edge."""
+    """Stop live deliveries (``on_shutdown``): SSE responses end with a ``retry:``
+    spread over the drain window, WebSockets close with 1012; clients resume
+    on another edge."""
     lifecycle = app[appkeys.LIFECYCLE]
     lifecycle.draining = True
     tasks = list(lifecycle.deliveries)

@@ -1,8 +1,17 @@
-"""The transports: SSE and WebSocket are thin adapters over a ``Follower``.
+"""The transports: SSE and WebSocket are thin adapters over one relay.
 
-They parse nothing but the resume position (done by the handler), subscribe,
-and write frames. A Redis failure mid-stream ends the response without a
-terminal event: the client resumes from its cursor on any edge.
+``relay`` runs the follower into a per-connection ``Outbox`` (merging token
+frames for a client that falls behind) and writes the outbox to the socket
+with a send timeout. Outcomes, and what the client sees:
+
+- the terminal event was sent: SSE ends / WebSocket closes 1000;
+- the client is a slow consumer: SSE ``error`` event ``slow_consumer``
+  (retryable, no ``id``: the client's cursor stays at what it received) /
+  WebSocket close 4408; it resumes from its cursor;
+- Redis failed mid-stream: the response ends without a terminal event
+  (WebSocket 1011); the client resumes on any edge;
+- the edge drains: SSE ends with a ``retry:`` spread over the drain window /
+  WebSocket close 1012.
 """
 
 from __future__ import annotations
@@ -12,21 +21,62 @@ import contextlib
 import json
 import logging
 import random
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
-from aiohttp_sse import sse_response
+from aiohttp_sse import EventSourceResponse, sse_response
 
 from tokenwire.edge import keys as appkeys
-from tokenwire.edge.errors import WS_NORMAL, WS_SERVICE_RESTART
+from tokenwire.edge.errors import WS_NORMAL, WS_SERVICE_RESTART, WS_SLOW_CONSUMER, WS_TRY_AGAIN
 from tokenwire.edge.follower import Follower
+from tokenwire.edge.outbox import Outbox, SlowConsumer
+from tokenwire.events import Event, dumps
 from tokenwire.redis_client import TRANSPORT_ERRORS
+from tokenwire.settings import Settings
 
 log = logging.getLogger(__name__)
+
+SLOW_CONSUMER_DATA = dumps({"code": "slow_consumer", "retryable": True,
+                            "message": "the connection fell behind; resume from your cursor"})
 
 
 def jittered_retry_ms(base_ms: int) -> int:
     """Spread reconnects: ``base`` ±50 %."""
     return int(base_ms * random.uniform(0.5, 1.5))
+
+
+def drain_retry_ms(settings: Settings) -> int:
+    """While draining: spread reconnects over the whole drain window."""
+    return int(random.uniform(0.05, 1.0) * max(settings.drain_seconds, 0.1) * 1000)
+
+
+async def relay(follower: Follower, settings: Settings,
+                send: Callable[[Event], Awaitable[None]]) -> Outbox:
+    """Deliver the follower's events through an outbox until the terminal one.
+    Raises ``SlowConsumer``, or a Redis transport error."""
+    outbox = Outbox(settings.client_backlog_chars, settings.slow_consumer_seconds)
+
+    async def fill() -> None:
+        try:
+            async for event in follower.events():
+                await outbox.put(event)
+        except (SlowConsumer, *TRANSPORT_ERRORS) as exc:
+            outbox.fail(exc)
+
+    filler = asyncio.create_task(fill(), name=f"follow-{follower.stream_id}")
+    try:
+        while True:
+            event = await outbox.get()
+            async with asyncio.timeout(settings.send_timeout_seconds):
+                await send(event)
+            if event.is_terminal:
+                return outbox
+    except TimeoutError as exc:  # the socket did not take one write in time
+        raise SlowConsumer() from exc
+    finally:
+        filler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await filler
 
 
 async def send_sse(
@@ -40,29 +90,44 @@ async def send_sse(
     if task is not None:
         lifecycle.deliveries.add(task)
     metrics.connections.labels("sse").inc()
+
+    async def send(event: Event) -> None:
+        await response.send(event.data, id=event.id, event=event.type)
+        metrics.events_sent.labels("sse").inc()
+
     try:
         async with sse_response(
             request, ping_interval=settings.sse_ping_seconds, headers=headers,
+            send_timeout=settings.send_timeout_seconds,
             allow_all_methods=True,  # POST /v1/streams may answer with the stream itself
         ) as response:
-            await response.write(f"retry: {jittered_retry_ms(settings.sse_retry_ms)}\r\n\r\n"
-                                 .encode())
+            await _write_retry(response, jittered_retry_ms(settings.sse_retry_ms))
             try:
-                async for event in follower.events():
-                    await response.send(event.data, id=event.id, event=event.type)
-                    metrics.events_sent.labels("sse").inc()
+                outbox = await relay(follower, settings, send)
+                metrics.frames_merged.inc(outbox.merged)
+            except SlowConsumer:
+                log.info("slow consumer disconnected", extra={"stream_id": follower.stream_id})
+                metrics.slow_consumers.inc()
+                with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+                    await response.send(SLOW_CONSUMER_DATA, event="error")
             except TRANSPORT_ERRORS as exc:
                 log.warning("redis failed mid-stream, client will resume: %s", exc,
                             extra={"stream_id": follower.stream_id})
             except asyncio.CancelledError:
-                if not lifecycle.draining:
+                if not lifecycle.draining or task is None:
                     raise
-                # Draining: end the response cleanly; the client reconnects elsewhere.
-                await response.write(
-                    f"retry: {jittered_retry_ms(settings.sse_retry_ms)}\r\n\r\n".encode())
+                # The drain cancelled us on purpose: absorb it so the response
+                # ends properly (aiohttp-sse re-raises while a cancel is pending).
+                task.uncancel()
+                await _write_retry(response, drain_retry_ms(settings))
         return response
     finally:
         metrics.connections.labels("sse").dec()
+
+
+async def _write_retry(response: EventSourceResponse, retry_ms: int) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await response.write(f"retry: {retry_ms}\r\n\r\n".encode())
 
 
 async def send_websocket(
@@ -101,19 +166,29 @@ async def send_websocket(
 
 async def _pump_websocket(ws: web.WebSocketResponse, follower: Follower, app: web.Application
                           ) -> None:
+    settings = app[appkeys.SETTINGS]
     metrics = app[appkeys.METRICS]
+
+    async def send(event: Event) -> None:
+        await ws.send_str(event.ws_frame())
+        metrics.events_sent.labels("ws").inc()
+
     code, reason = WS_NORMAL, b"stream complete"
     try:
-        async for event in follower.events():
-            await ws.send_str(event.ws_frame())
-            metrics.events_sent.labels("ws").inc()
+        outbox = await relay(follower, settings, send)
+        metrics.frames_merged.inc(outbox.merged)
+    except SlowConsumer:
+        metrics.slow_consumers.inc()
+        code, reason = WS_SLOW_CONSUMER, b"slow consumer, resume from your cursor"
     except TRANSPORT_ERRORS as exc:
         log.warning("redis failed mid-stream, client will resume: %s", exc)
-        code, reason = WS_SERVICE_RESTART, b"broker unavailable, resume"
+        code, reason = WS_TRY_AGAIN, b"broker unavailable, resume"
     except asyncio.CancelledError:
         if not app[appkeys.LIFECYCLE].draining:
             raise
         code, reason = WS_SERVICE_RESTART, b"edge restarting, resume"
     except ConnectionResetError:
         return
-    await ws.close(code=code, message=reason)
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        async with asyncio.timeout(settings.send_timeout_seconds):
+            await ws.close(code=code, message=reason)

@@ -34,9 +34,11 @@ HTTP_STATUS: dict[type[TokenwireError], int] = {
     Unavailable: 503,
 }
 
-#: WebSocket close codes the edge uses.
-WS_NORMAL = 1000
-WS_SERVICE_RESTART = 1012
+#: WebSocket close codes the edge uses; after any but 1000, resume from your cursor.
+WS_NORMAL = 1000  # the terminal event was sent
+WS_TRY_AGAIN = 1011  # Redis failed mid-stream
+WS_SERVICE_RESTART = 1012  # the edge is draining
+WS_SLOW_CONSUMER = 4408  # the client fell too far behind
 
 _AIOHTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 

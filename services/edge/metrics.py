@@ -22,8 +22,14 @@ class EdgeMetrics:
             "tokenwire_edge_events_sent_total", "Events written to clients", ["transport"],
             registry=self.registry,
         )
-        self.resets = Counter(
-            "tokenwire_edge_resets_total", "reset events sent", registry=self.registry,
+        self.frames_merged = Counter(
+            "tokenwire_edge_frames_merged_total",
+            "token events folded into an earlier frame for clients that fell behind",
+            registry=self.registry,
+        )
+        self.slow_consumers = Counter(
+            "tokenwire_edge_slow_consumers_total", "clients disconnected for falling behind",
+            registry=self.registry,
         )
 
     def watch_hub(self, channels: Callable[[], float], subscribers: Callable[[], float],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -51,7 +52,9 @@ async def idle_client(redis: Redis, edge_settings: Settings, aiohttp_client: Cli
 
 
 def contiguous(events: list[ClientEvent]) -> bool:
-    return [e.seq for e in events] == list(range(events[0].seq, events[0].seq + len(events)))
+    """Cursors increase by 1, except across token frames that merged several events."""
+    steps = itertools.pairwise(events)
+    return all(b.seq == a.seq + 1 or (b.type == "token" and b.seq > a.seq) for a, b in steps)
 
 
 # --- creating and reading -------------------------------------------------------------
@@ -115,7 +118,7 @@ async def test_resume_with_last_event_id_continues_exactly(client: TestClient) -
     stream_id = await create(client)
     first = await read_events(client, stream_id, limit=7)
     rest = await read_events(client, stream_id, headers={"Last-Event-ID": first[-1].id})
-    assert rest[0].seq == first[-1].seq + 1
+    assert rest[0].seq > first[-1].seq
     assert contiguous(first + rest)
     assert assemble(first, rest).text == expected_text("hello edge")
 
@@ -123,12 +126,12 @@ async def test_resume_with_last_event_id_continues_exactly(client: TestClient) -
 async def test_resume_with_query_parameter_and_header_wins(client: TestClient) -> None:
     stream_id = await create(client)
     first = await read_events(client, stream_id, limit=6)
-    by_query = await read_events(client, stream_id, params={"last_event_id": first[2].id},
-                                 limit=1)
-    assert by_query[0].seq == 4
+    by_query = await read_events(client, stream_id, params={"last_event_id": first[2].id})
+    assert assemble(first[:3], by_query).text == expected_text("hello edge")
+    # Had the query won over the header, text after first[1] would repeat.
     both = await read_events(client, stream_id, headers={"Last-Event-ID": first[4].id},
-                             params={"last_event_id": first[1].id}, limit=1)
-    assert both[0].seq == 6
+                             params={"last_event_id": first[1].id})
+    assert assemble(first[:5], both).text == expected_text("hello edge")
 
 
 async def test_many_drops_still_assemble_the_exact_text(client: TestClient) -> None:
@@ -220,7 +223,9 @@ async def test_several_viewers_share_one_live_subscription(client: TestClient) -
     viewers = await asyncio.gather(*(read_events(client, stream_id) for _ in range(4)))
     for events in viewers:
         assert assemble(events).text == expected_text("shared")
-    assert len({tuple(e.id for e in events) for events in viewers}) == 1
+    # Frame boundaries may differ (a viewer catching up gets merged frames);
+    # where they end may not.
+    assert len({events[-1].id for events in viewers}) == 1
 
 
 async def test_a_new_attempt_while_following_resets_the_client(

@@ -1,0 +1,81 @@
+"""Per-connection send queue: bounded, merging, between a follower and a socket.
+
+A client that falls behind accumulates queued events. Consecutive ``token``
+events of one epoch are merged into one (contents concatenated, the cursor of
+the last kept): the client receives the same text in fewer frames. ``put``
+waits while the queue holds more than ``max_chars`` of text (backpressure: the
+live feed then falls back to reading Redis, losing nothing); a client that
+cannot take anything for ``slow_after`` seconds is a slow consumer and is
+disconnected, to resume from its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+
+from tokenwire.events import Event, dumps
+
+
+class SlowConsumer(Exception):
+    """The client did not keep up; disconnect it (it resumes from its cursor)."""
+
+
+def merge_tokens(first: Event, second: Event) -> Event:
+    content = json.loads(first.data)["content"] + json.loads(second.data)["content"]
+    return Event(second.epoch, second.seq, "token", dumps({"content": content}))
+
+
+class Outbox:
+    def __init__(self, max_chars: int, slow_after: float) -> None:
+        self._items: deque[Event] = deque()
+        self._held = 0
+        self._max_chars = max_chars
+        self._slow_after = slow_after
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._error: BaseException | None = None
+        self.merged = 0  # events folded into an earlier frame
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, event: Event) -> None:
+        """Queue ``event``; raises ``SlowConsumer`` if the client stays stuck."""
+        if not self._writable.is_set():
+            try:
+                async with asyncio.timeout(self._slow_after):
+                    await self._writable.wait()
+            except TimeoutError as exc:
+                raise SlowConsumer() from exc
+        last = self._items[-1] if self._items else None
+        if last is not None and event.type == last.type == "token" and event.epoch == last.epoch:
+            merged = merge_tokens(last, event)
+            self._items[-1] = merged
+            self._held += len(merged.data) - len(last.data)
+            self.merged += 1
+        else:
+            self._items.append(event)
+            self._held += len(event.data)
+        self._readable.set()
+        if self._held > self._max_chars:
+            self._writable.clear()
+
+    def fail(self, error: BaseException) -> None:
+        """The producer failed: the next ``get`` raises ``error`` at once."""
+        self._error = error
+        self._readable.set()
+
+    async def get(self) -> Event:
+        while not self._items and self._error is None:
+            self._readable.clear()
+            await self._readable.wait()
+        if self._error is not None:
+            raise self._error
+        event = self._items.popleft()
+        self._held -= len(event.data)  # the JSON size: a bound on the text it carries
+        if self._held <= self._max_chars:
+            self._writable.set()
+        return event
