@@ -83,7 +83,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, burst: bool = F
     from tokenwire.worker.providers import create_provider  # noqa: PLC0415
     from tokenwire.worker.worker import Worker  # noqa: PLC0415
 
-    redis = create_redis(settings)
+    redis = create_redis(settings, "tw-worker")
     provider = create_provider(settings)
     worker = Worker(redis, settings, provider, burst=burst)
     task = asyncio.create_task(worker.run(), name="worker")

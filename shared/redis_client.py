@@ -14,15 +14,20 @@ from tokenwire.settings import Settings
 TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 
-def create_redis(settings: Settings) -> Redis:
+def create_redis(
+    settings: Settings, client_name: str | None = None, max_connections: int | None = None
+) -> Redis:
+    """``client_name`` labels the connections in ``CLIENT LIST`` (e.g. ``tw-edge``).
+    The pool blocks when all its connections are busy: a process never holds more."""
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
-        max_connections=settings.redis_max_connections,
+        max_connections=max_connections or settings.redis_max_connections,
         timeout=settings.redis_socket_timeout,
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=min(5.0, settings.redis_socket_timeout),
         health_check_interval=30,
         decode_responses=True,
+        client_name=client_name,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )

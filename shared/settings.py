@@ -33,7 +33,9 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("TOKENWIRE_REDIS_URL", "REDIS_URL"),
     )
-    redis_max_connections: int = Field(16, ge=2, description="command pool size per process")
+    redis_max_connections: int = Field(16, ge=2, description="pool size per worker process")
+    edge_redis_max_connections: int = Field(
+        4, ge=2, description="pool size per edge process, its hub's pub/sub connection included")
     redis_socket_timeout: float = Field(10.0, gt=0)
     read_block_ms: int = Field(2000, ge=10, description="bounded blocking reads (XREADGROUP)")
 

@@ -25,6 +25,7 @@ from tokenwire.errors import (
     SequenceConflict,
     StreamNotFound,
     StreamNotRunning,
+    WriteRejected,
 )
 from tokenwire.events import Event, dumps
 from tokenwire.jobs import Job
@@ -247,13 +248,43 @@ class StreamStore:
     ) -> bool:
         """Append ``batch`` as seqs ``first_seq...``; returns whether a cancel was
         requested. Raises a ``WriteRejected`` when this attempt may not write."""
+        reply = await self._append(keys=keys.stream_keys(attempt.stream_id),
+                                   args=self._append_args(attempt, first_seq, batch,
+                                                          final_status, tokens_delta))
+        return self._append_outcome(attempt, first_seq, reply)
+
+    async def append_many(
+        self, writes: Sequence[tuple[Attempt, int, Sequence[PendingEvent]]]
+    ) -> list[bool | WriteRejected]:
+        """Several streams' appends in one pipelined round trip (not one
+        transaction: each append is atomic on its own). Returns, per write, the
+        cancel flag or the rejection."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for attempt, first_seq, batch in writes:
+                await self._append(keys=keys.stream_keys(attempt.stream_id),
+                                   args=self._append_args(attempt, first_seq, batch, "", 0),
+                                   client=pipe)
+            replies = await pipe.execute()
+        outcomes: list[bool | WriteRejected] = []
+        for (attempt, first_seq, _), reply in zip(writes, replies, strict=True):
+            try:
+                outcomes.append(self._append_outcome(attempt, first_seq, reply))
+            except WriteRejected as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _append_args(self, attempt: Attempt, first_seq: int, batch: Sequence[PendingEvent],
+                     final_status: str, tokens_delta: int) -> list[str | int]:
         args: list[str | int] = [
             attempt.attempt, first_seq, self._settings.events_maxlen,
             self._settings.events_ttl_seconds, final_status, tokens_delta, now_ms(),
         ]
         for event in batch:
             args += [event.type, event.data, event.content]
-        reply = await self._append(keys=keys.stream_keys(attempt.stream_id), args=args)
+        return args
+
+    @staticmethod
+    def _append_outcome(attempt: Attempt, first_seq: int, reply: list[Any]) -> bool:
         outcome = reply[0]
         if outcome in ("ok", "duplicate"):
             return bool(reply[1] == "1")

@@ -9,7 +9,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from tokenwire.edge import keys as appkeys
-from tokenwire.edge.errors import error_middleware
+from tokenwire.edge.errors import WS_SERVICE_RESTART, error_middleware
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.routes import setup_routes
@@ -34,7 +34,8 @@ def create_app(settings: Settings, redis: Redis | None = None) -> web.Applicatio
 def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[appkeys.SETTINGS]
-        redis = shared if shared is not None else create_redis(settings)
+        redis = shared if shared is not None else create_redis(
+            settings, "tw-edge", settings.edge_redis_max_connections)
         hub = Hub(redis, settings.subscriber_queue_size)
         app[appkeys.REDIS] = redis
         app[appkeys.STORE] = StreamStore(redis, settings)
@@ -63,7 +64,9 @@ async def _drain(app: web.Application) -> None:
     on another edge."""
     lifecycle = app[appkeys.LIFECYCLE]
     lifecycle.draining = True
-    tasks = list(lifecycle.deliveries)
+    tasks = list(lifecycle.sse_tasks)
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    closing = [ws.close(code=WS_SERVICE_RESTART, message=b"edge restarting, resume")
+               for ws in list(lifecycle.websockets)]
+    await asyncio.gather(*tasks, *closing, return_exceptions=True)

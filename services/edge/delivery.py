@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from tokenwire.edge import keys as appkeys
-from tokenwire.edge.errors import WS_NORMAL, WS_SERVICE_RESTART, WS_SLOW_CONSUMER, WS_TRY_AGAIN
+from tokenwire.edge.errors import WS_NORMAL, WS_SLOW_CONSUMER, WS_TRY_AGAIN
 from tokenwire.edge.follower import Follower
 from tokenwire.edge.outbox import Outbox, SlowConsumer
 from tokenwire.events import Event, dumps
@@ -88,7 +88,7 @@ async def send_sse(
     lifecycle = app[appkeys.LIFECYCLE]
     task = asyncio.current_task()
     if task is not None:
-        lifecycle.deliveries.add(task)
+        lifecycle.sse_tasks.add(task)
     metrics.connections.labels("sse").inc()
 
     async def send(event: Event) -> None:
@@ -145,7 +145,7 @@ async def send_websocket(
         return ws
     metrics.connections.labels("ws").inc()
     pump = asyncio.create_task(_pump_websocket(ws, follower, app))
-    app[appkeys.LIFECYCLE].deliveries.add(pump)
+    app[appkeys.LIFECYCLE].websockets.add(ws)
     try:
         async for message in ws:
             if message.type != WSMsgType.TEXT:
@@ -183,10 +183,6 @@ async def _pump_websocket(ws: web.WebSocketResponse, follower: Follower, app: we
     except TRANSPORT_ERRORS as exc:
         log.warning("redis failed mid-stream, client will resume: %s", exc)
         code, reason = WS_TRY_AGAIN, b"broker unavailable, resume"
-    except asyncio.CancelledError:
-        if not app[appkeys.LIFECYCLE].draining:
-            raise
-        code, reason = WS_SERVICE_RESTART, b"edge restarting, resume"
     except ConnectionResetError:
         return
     with contextlib.suppress(ConnectionError, TimeoutError):

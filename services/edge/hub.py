@@ -79,6 +79,10 @@ class Hub:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
+        # redis-py's PubSub connects lazily and is not safe for concurrent first
+        # commands (each may open a connection, orphaning the other's channels):
+        # connect in start() and send (un)subscribe commands one at a time.
+        self._commands = asyncio.Lock()
         self._has_channels = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         # Polled as well as cancelling the listener: on Python 3.11 a cancel that
@@ -95,6 +99,7 @@ class Hub:
         return sum(len(s) for s in self._subscribers.values())
 
     async def start(self) -> None:
+        await self._pubsub.connect()
         self._listener = asyncio.create_task(self._listen(), name="hub-listener")
 
     async def close(self) -> None:
@@ -122,7 +127,8 @@ class Hub:
                 self._confirmations[channel] = confirmed
         try:
             if first:
-                await self._pubsub.ssubscribe(channel)
+                async with self._commands:
+                    await self._pubsub.ssubscribe(channel)
                 self._has_channels.set()
             await asyncio.wait_for(asyncio.shield(self._confirmations_for(channel)), 10.0)
             yield subscription
@@ -134,7 +140,8 @@ class Hub:
                     self._subscribers.pop(stream_id, None)
                     self._confirmations.pop(channel, None)
                     with contextlib.suppress(*TRANSPORT_ERRORS):
-                        await self._pubsub.sunsubscribe(channel)
+                        async with self._commands:
+                            await self._pubsub.sunsubscribe(channel)
 
     def _confirmations_for(self, channel: str) -> asyncio.Future[None]:
         future = self._confirmations.get(channel)

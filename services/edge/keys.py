@@ -21,11 +21,12 @@ METRICS = web.AppKey("metrics", EdgeMetrics)
 
 
 class Lifecycle:
-    """Whether the edge is draining, and the live delivery tasks to stop when it does."""
+    """Whether the edge is draining, and the live deliveries to stop when it does."""
 
     def __init__(self) -> None:
         self.draining = False
-        self.deliveries: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
+        self.sse_tasks: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
+        self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
 
 
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

