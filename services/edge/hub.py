@@ -99,7 +99,7 @@ class Hub:
         return sum(len(s) for s in self._subscribers.values())
 
     async def start(self) -> None:
-        await self._pubsub.connect()
+        await self._pubsub.connect()  # type: ignore[no-untyped-call]
         self._listener = asyncio.create_task(self._listen(), name="hub-listener")
 
     async def close(self) -> None:
