@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint browser clean
+.PHONY: run test lint browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required"; exit 1; }
@@ -41,6 +41,11 @@ lint: $(STAMP)
 	ln -s ../../../services/worker build/typecheck/tokenwire/worker
 	ln -s ../../../services/edge build/typecheck/tokenwire/edge
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p tokenwire
+
+## The benchmark: Tokenwire's edge vs a raw broadcaster and a naive edge (~6 min).
+## BENCH_ARGS=--quick for a scaled-down run. Writes bench/results/<date>.{json,md,png}.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,8 @@
 """``python -m bench``: run the scenarios for three edge designs, print ratios.
 
     python -m bench                 # the full run (a few minutes)
-    python -m bench --quick         # a small smoke run (tens of seconds)
+    python -m bench --quick         # every scenario, scaled down (~3 minutes)
+    python -m bench --smoke         # one tiny scenario (what make test runs)
     python -m bench --only 1k-streams,fanout
 """
 
@@ -26,6 +27,8 @@ from bench.report import write_reports
 from tokenwire import keys
 
 DESIGNS = ("tokenwire", "raw", "naive")
+#: Optional variants, compared only when asked for (--designs).
+VARIANTS = ("tokenwire-uvloop",)
 
 
 @dataclass
@@ -41,7 +44,9 @@ class Scenario:
     sweep: bool = False  # one point of the rate sweep
 
 
-def scenarios(quick: bool) -> list[Scenario]:
+def scenarios(quick: bool, smoke: bool = False) -> list[Scenario]:
+    if smoke:  # part of make test: does the harness still measure all three designs?
+        return [Scenario("smoke", 10, 10, viewers=2, seconds=2.0)]
     scale, seconds = (10, 3.0) if quick else (1, 8.0)
     plan = [
         Scenario("1k-streams", 1000 // scale, 10, seconds=seconds),
@@ -117,8 +122,10 @@ def run_one(scenario: Scenario, design: str, valkey: ValkeyServer, logs: Path) -
             edge = Child("edge", ["-m", "bench.naive_edge", "--redis-url", url, "--port",
                                   str(port)], logs)
         else:
+            loop = "uvloop" if design.endswith("-uvloop") else "asyncio"
             edge = Child("edge", ["-m", "tokenwire", "edge", "--port", str(port)], logs,
-                         {"TOKENWIRE_REDIS_URL": url, "TOKENWIRE_LOG_LEVEL": "WARNING"})
+                         {"TOKENWIRE_REDIS_URL": url, "TOKENWIRE_LOG_LEVEL": "WARNING",
+                          "TOKENWIRE_EVENT_LOOP": loop})
     loadgen: Child | None = None
     try:
         edge.wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -166,7 +173,7 @@ def _measure_window(loadgen: Child, sampler: CpuSampler, redis: Redis, scenario:
     appended0 = _appended(redis)
     time.sleep(scenario.seconds)
     cpu = sampler.cpu_percent()
-    names = {"tokenwire": "tw-edge", "naive": "naive-edge"}.get(design)
+    names = "naive-edge" if design == "naive" else "tw-edge" if design != "raw" else None
     connections = sum(1 for c in redis.client_list() if names and c.get("name") == names)
     return {"cpu": cpu, "rss": sampler.rss_mib(), "connections": connections,
             "reads": read_calls(redis) - reads0, "appended": _appended(redis) - appended0}
@@ -185,16 +192,20 @@ def machine() -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--quick", action="store_true", help="every scenario, scaled down")
+    parser.add_argument("--smoke", action="store_true", help="one tiny scenario (for tests)")
     parser.add_argument("--only", help="comma-separated scenario names")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--keep-logs", type=Path, help="keep every process's log here")
+    parser.add_argument("--designs", help=f"comma-separated, from {DESIGNS + VARIANTS}")
     args = parser.parse_args()
-    plan = scenarios(args.quick)
+    plan = scenarios(args.quick, args.smoke)
     if args.only:
         wanted = set(args.only.split(","))
         plan = [s for s in plan if s.name in wanted or (s.sweep and "sweep" in wanted)]
-    runs = [(s, d) for s in plan for d in s.designs]
+    chosen = args.designs.split(",") if args.designs else None
+    runs = [(s, d) for s in plan for d in (chosen or s.designs)
+            if d in s.designs or d in VARIANTS]
     results: list[Result] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp_dir:

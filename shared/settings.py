@@ -93,6 +93,10 @@ class Settings(BaseSettings):
                                  description="reconnects are spread over this window")
     idle_resync_seconds: float = Field(10.0, gt=0, description="re-check Redis when quiet")
 
+    # Runtime
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="uvloop: faster I/O, if installed (pip install uvloop)")
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

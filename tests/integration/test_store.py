@@ -170,3 +170,16 @@ async def test_a_full_queue_refuses_new_jobs_and_writes_nothing(redis: Redis,
     assert await store.meta(job.stream_id) is None
     assert await redis.xlen(keys.JOBS) == 1
     assert await redis.get(keys.idempotency("key")) is None
+
+
+async def test_append_many_writes_each_stream_and_reports_each_outcome(
+    redis: Redis, settings: Settings
+) -> None:
+    store = StreamStore(redis, settings)
+    first, second = await started(store), await started(store)
+    outcomes = await store.append_many([(first, 2, [token("a")]), (second, 2, [token("b")]),
+                                        (second, 9, [token("gap")])])
+    assert outcomes[:2] == [False, False]
+    assert isinstance(outcomes[2], SequenceConflict)
+    texts = [(await store.snapshot(a.stream_id)).text for a in (first, second)]  # type: ignore[union-attr]
+    assert texts == ["a", "b"]

@@ -89,13 +89,14 @@ async def test_a_long_generation_is_not_stolen_while_alive(redis: Redis, redis_u
     store = StreamStore(redis, settings)
     job = new_job("long one")
     await store.create(job, None, "fp")
-    other = make_settings(redis_url, worker_claim_timeout_ms=400, consumer_name="thief")
-    async with running_worker(redis, settings, SimulatedProvider(100, 0)), \
-            running_worker(redis, other, SimulatedProvider(100, 0)) as thief:
+    other = make_settings(redis_url, worker_claim_timeout_ms=400, consumer_name="other")
+    async with running_worker(redis, settings, SimulatedProvider(100, 0)) as first, \
+            running_worker(redis, other, SimulatedProvider(100, 0)) as second:
         await wait_for_status(store, job.stream_id, {"done"})
     meta = await store.meta(job.stream_id)
+    # Either worker may take it first; neither may take it from the other.
     assert meta is not None and meta.attempt == 1, "the job was reclaimed while running"
-    assert thief.jobs_finished == 0
+    assert first.jobs_finished + second.jobs_finished == 1
 
 
 async def test_cancel_reaches_the_running_worker_quickly(redis: Redis, redis_url: str) -> None:
