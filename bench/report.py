@@ -64,9 +64,12 @@ def markdown(payload: dict[str, Any]) -> str:
     slow = [r for r in results if r.get("slow")]
     for r in slow:
         s = r["slow"]
-        lines += ["", f"Slow clients ({r['scenario']}): {s['exact']}/{s['clients']} assembled "
-                      f"exactly the stored text after {s['reconnects']} reconnects "
-                      f"({s['slow_consumer_events']} slow_consumer disconnects)."]
+        lines += ["", f"Slow clients ({r['scenario']}, {r['design']}): of {s['clients']}, "
+                      f"{s['exact']} finished with exactly the stored text, "
+                      f"{s.get('unfinished_prefix_exact', 0)} were still catching up with an "
+                      f"exact prefix, {s.get('violations', '?')} violations; "
+                      f"{s['reconnects']} reconnects, {s['slow_consumer_events']} "
+                      f"slow_consumer disconnects."]
     return "\n".join(lines) + "\n"
 
 

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
         1.0, ge=0, description="on SIGTERM: fail /readyz this long before closing streams")
     drain_seconds: float = Field(5.0, ge=0,
                                  description="reconnects are spread over this window")
-    idle_resync_seconds: float = Field(10.0, gt=0, description="re-check Redis when quiet")
+    idle_resync_seconds: float = Field(30.0, gt=0, description="re-check Redis when quiet")
 
     # Runtime
     event_loop: Literal["asyncio", "uvloop"] = Field(

@@ -15,6 +15,7 @@ no longer kept). ``reset`` carries ``<epoch>.0``: nothing of the new epoch seen.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator
 
 from tokenwire import events as ev
@@ -49,7 +50,8 @@ class Follower:
         self.stream_id = stream_id
         self.epoch = position.epoch if position else None
         self.seq = position.seq if position else 0
-        self._idle_resync = idle_resync
+        # Jittered per follower, so thousands of idle clients do not re-check at once.
+        self._idle_resync = idle_resync * random.uniform(0.75, 1.25)
         self._want_snapshot = want_snapshot
         self.finished = False
 

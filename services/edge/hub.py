@@ -60,6 +60,8 @@ class Subscription:
 
     async def get(self, quiet_after: float) -> Event | None:
         """The next live event; None when lagged or quiet for ``quiet_after`` seconds."""
+        if not self._queue.empty():  # the busy path: no timer to arm and cancel
+            return self._queue.get_nowait()
         try:
             async with asyncio.timeout(quiet_after):
                 return await self._queue.get()

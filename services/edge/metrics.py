@@ -32,6 +32,10 @@ class EdgeMetrics:
             registry=self.registry,
         )
 
+    def events_sent_to(self, transport: str) -> Counter:
+        """The labelled child, looked up once per connection rather than per event."""
+        return self.events_sent.labels(transport)
+
     def watch_hub(self, channels: Callable[[], float], subscribers: Callable[[], float],
                   messages: Callable[[], float]) -> None:
         for name, doc, fn in (

@@ -68,6 +68,14 @@ class Outbox:
         self._error = error
         self._readable.set()
 
+    def take_queued(self) -> list[Event]:
+        """Everything queued now, without waiting (the writer sends it in one write)."""
+        events = list(self._items)
+        self._items.clear()
+        self._held = 0
+        self._writable.set()
+        return events
+
     async def get(self) -> Event:
         while not self._items and self._error is None:
             self._readable.clear()

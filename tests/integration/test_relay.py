@@ -51,9 +51,10 @@ async def test_a_slow_client_gets_the_same_text_in_fewer_frames(
     pieces = [f"w{i} " for i in range(200)]
     transcript = Transcript()
 
-    async def slow_send(event: Event) -> None:
-        transcript.apply(to_client(event))  # checks cursors and epochs
-        await asyncio.sleep(0.02)  # a phone on a bad network: ~50 frames/s
+    async def slow_send(batch: list[Event]) -> None:
+        for event in batch:
+            transcript.apply(to_client(event))  # checks cursors and epochs
+        await asyncio.sleep(0.02)  # a phone on a bad network: ~50 writes/s
 
     follower = Follower(store, hub, attempt.stream_id, None, idle_resync=2)
     producer = asyncio.create_task(produce(store, attempt, pieces, pause=0.001))
@@ -75,10 +76,11 @@ async def test_a_stuck_client_is_disconnected_and_resumes_exactly(
     pieces = [f"piece {i}; " for i in range(300)]
     transcript = Transcript()
 
-    async def stuck_send(event: Event) -> None:
-        if len(transcript.events) == 3:
+    async def stuck_send(batch: list[Event]) -> None:
+        if len(transcript.events) >= 3:
             await asyncio.sleep(3600)  # the socket stops draining
-        transcript.apply(to_client(event))
+        for event in batch:
+            transcript.apply(to_client(event))
 
     follower = Follower(store, hub, attempt.stream_id, None, idle_resync=2)
     producer = asyncio.create_task(produce(store, attempt, pieces, pause=0))
@@ -90,8 +92,9 @@ async def test_a_stuck_client_is_disconnected_and_resumes_exactly(
     resumed = Follower(store, hub, attempt.stream_id, Cursor.parse(transcript.last_id),
                        idle_resync=2)
 
-    async def send(event: Event) -> None:
-        transcript.apply(to_client(event))
+    async def send(batch: list[Event]) -> None:
+        for event in batch:
+            transcript.apply(to_client(event))
 
     await asyncio.wait_for(relay(resumed, settings, send), 10)
     assert transcript.text == "".join(pieces)
@@ -111,8 +114,9 @@ async def test_a_lagging_live_feed_falls_back_to_redis_without_loss(
         pieces = [f"{i} " for i in range(300)]
         transcript = Transcript()
 
-        async def send(event: Event) -> None:
-            transcript.apply(to_client(event))
+        async def send(batch: list[Event]) -> None:
+            for event in batch:
+                transcript.apply(to_client(event))
             await asyncio.sleep(0.001)
 
         follower = Follower(store, tiny, attempt.stream_id, None, idle_resync=2)
