@@ -156,7 +156,8 @@ class Hub:
         while not self._closing:
             await self._has_channels.wait()
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                # Blocking read: no timer per message (the hot path); close() cancels it.
+                message = await self._pubsub.get_message(timeout=None)
             except TRANSPORT_ERRORS as exc:
                 log.warning("hub lost its pub/sub connection: %s", exc)
                 self._lag_everyone()
