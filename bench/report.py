@@ -44,7 +44,7 @@ def markdown(payload: dict[str, Any]) -> str:
             f"| {lat.get('p50', '-')} | {lat.get('p99', '-')} | {lat.get('p99.9', '-')} "
             f"| {r['edge_cpu_percent']:g} | {r['edge_rss_mib']:g} "
             f"| {r['rss_per_connection_kib']:g} | {r['redis_connections']} "
-            f"| {r['redis_reads_per_event']:g} |")
+            f"| {r['redis_reads_per_event'] if r['tokens_per_second'] > 1 else '-'} |")
     lines += ["", "Tokenwire relative to the references (same scenario, same run):", "",
               "| scenario | p99 vs raw | p99 vs naive | CPU vs naive | tok/s vs raw |",
               "|---|---|---|---|---|"]
