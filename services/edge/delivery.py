@@ -74,12 +74,13 @@ async def relay(follower: Follower, settings: Settings,
     try:
         while True:
             batch = [await outbox.get(), *outbox.take_queued()]
-            async with asyncio.timeout(settings.send_timeout_seconds):
-                await send(batch)
+            try:
+                async with asyncio.timeout(settings.send_timeout_seconds):
+                    await send(batch)
+            except TimeoutError as exc:  # the socket did not take one write in time
+                raise SlowConsumer() from exc
             if batch[-1].is_terminal:  # the follower stops after it: always last
                 return outbox
-    except TimeoutError as exc:  # the socket did not take one write in time
-        raise SlowConsumer() from exc
     finally:
         filler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -118,11 +119,11 @@ async def send_sse(
                 metrics.slow_consumers.inc()
                 with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
                     await response.send(SLOW_CONSUMER_DATA, event="error")
+            except ConnectionResetError:
+                pass  # the client left (before TRANSPORT_ERRORS: it is a ConnectionError)
             except TRANSPORT_ERRORS as exc:
                 log.warning("redis failed mid-stream, client will resume: %s", exc,
                             extra={"stream_id": follower.stream_id})
-            except ConnectionResetError:
-                pass  # the client left
             except asyncio.CancelledError:
                 if not lifecycle.draining or task is None:
                     raise
@@ -192,11 +193,11 @@ async def _pump_websocket(ws: web.WebSocketResponse, follower: Follower, app: we
     except SlowConsumer:
         metrics.slow_consumers.inc()
         code, reason = WS_SLOW_CONSUMER, b"slow consumer, resume from your cursor"
+    except ConnectionResetError:
+        return  # the client left (before TRANSPORT_ERRORS: it is a ConnectionError)
     except TRANSPORT_ERRORS as exc:
         log.warning("redis failed mid-stream, client will resume: %s", exc)
         code, reason = WS_TRY_AGAIN, b"broker unavailable, resume"
-    except ConnectionResetError:
-        return
     with contextlib.suppress(ConnectionError, TimeoutError):
         async with asyncio.timeout(settings.send_timeout_seconds):
             await ws.close(code=code, message=reason)
