@@ -87,8 +87,7 @@ class Hub:
         self._commands = asyncio.Lock()
         self._has_channels = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
-        # Polled as well as cancelling the listener: on Python 3.11 a cancel that
-        # races with a timeout inside redis-py can be swallowed.
+        # Checked between messages; close() also cancels the blocking read.
         self._closing = False
         self.messages_received = 0
 
@@ -162,9 +161,6 @@ class Hub:
                 log.warning("hub lost its pub/sub connection: %s", exc)
                 self._lag_everyone()
                 await asyncio.sleep(0.5)
-                continue
-            except RuntimeError:  # no connection yet: nothing subscribed
-                await asyncio.sleep(0.05)
                 continue
             if message is not None:
                 self._dispatch(message)

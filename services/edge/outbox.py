@@ -22,14 +22,43 @@ class SlowConsumer(Exception):
     """The client did not keep up; disconnect it (it resumes from its cursor)."""
 
 
-def merge_tokens(first: Event, second: Event) -> Event:
-    content = json.loads(first.data)["content"] + json.loads(second.data)["content"]
-    return Event(second.epoch, second.seq, "token", dumps({"content": content}))
+class _TokenRun:
+    """Consecutive queued tokens of one epoch, kept as parts and encoded once when
+    sent: merging stays linear in the text however long the backlog grows."""
+
+    __slots__ = ("epoch", "parts", "seq", "size")
+
+    def __init__(self, first: Event, second: Event) -> None:
+        self.epoch, self.seq = second.epoch, second.seq
+        self.parts = [_content(first), _content(second)]
+        self.size = len(first.data) + len(second.data)
+
+    def add(self, event: Event) -> None:
+        self.parts.append(_content(event))
+        self.seq = event.seq
+        self.size += len(event.data)
+
+    def to_event(self) -> Event:
+        return Event(self.epoch, self.seq, "token", dumps({"content": "".join(self.parts)}))
+
+
+def _content(token: Event) -> str:
+    content: str = json.loads(token.data)["content"]
+    return content
+
+
+def _size(item: Event | _TokenRun) -> int:
+    """The JSON size: a bound on the text an item carries."""
+    return item.size if isinstance(item, _TokenRun) else len(item.data)
+
+
+def _event(item: Event | _TokenRun) -> Event:
+    return item.to_event() if isinstance(item, _TokenRun) else item
 
 
 class Outbox:
     def __init__(self, max_chars: int, slow_after: float) -> None:
-        self._items: deque[Event] = deque()
+        self._items: deque[Event | _TokenRun] = deque()
         self._held = 0
         self._max_chars = max_chars
         self._slow_after = slow_after
@@ -51,14 +80,18 @@ class Outbox:
             except TimeoutError as exc:
                 raise SlowConsumer() from exc
         last = self._items[-1] if self._items else None
-        if last is not None and event.type == last.type == "token" and event.epoch == last.epoch:
-            merged = merge_tokens(last, event)
-            self._items[-1] = merged
-            self._held += len(merged.data) - len(last.data)
-            self.merged += 1
+        if event.type == "token" and last is not None and last.epoch == event.epoch:
+            if isinstance(last, _TokenRun):
+                last.add(event)
+                self.merged += 1
+            elif last.type == "token":
+                self._items[-1] = _TokenRun(last, event)
+                self.merged += 1
+            else:
+                self._items.append(event)
         else:
             self._items.append(event)
-            self._held += len(event.data)
+        self._held += len(event.data)
         self._readable.set()
         if self._held > self._max_chars:
             self._writable.clear()
@@ -70,7 +103,7 @@ class Outbox:
 
     def take_queued(self) -> list[Event]:
         """Everything queued now, without waiting (the writer sends it in one write)."""
-        events = list(self._items)
+        events = [_event(item) for item in self._items]
         self._items.clear()
         self._held = 0
         self._writable.set()
@@ -82,8 +115,8 @@ class Outbox:
             await self._readable.wait()
         if self._error is not None:
             raise self._error
-        event = self._items.popleft()
-        self._held -= len(event.data)  # the JSON size: a bound on the text it carries
+        item = self._items.popleft()
+        self._held -= _size(item)
         if self._held <= self._max_chars:
             self._writable.set()
-        return event
+        return _event(item)

@@ -58,3 +58,13 @@ async def test_a_failed_producer_surfaces_at_the_next_get() -> None:
     outbox.fail(SlowConsumer())
     with pytest.raises(SlowConsumer):
         await outbox.get()
+
+
+async def test_a_long_backlog_merges_into_one_exact_frame() -> None:
+    outbox = Outbox(max_chars=10**7, slow_after=1)
+    pieces = [f"{i}\r\n🚀 " for i in range(5000)]
+    for seq, piece in enumerate(pieces, start=2):
+        await outbox.put(token(seq, piece))
+    [frame] = outbox.take_queued()
+    assert frame.seq == 5001 and frame.payload() == {"content": "".join(pieces)}
+    assert outbox.merged == 4999
