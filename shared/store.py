@@ -203,9 +203,6 @@ class StreamStore:
         """Returns the stream's status after the request: ``cancelled`` (it was
         queued and is now ended), ``cancelling`` (a worker is told), or the
         status it had already ended with."""
-        meta = await self.meta(stream_id)
-        if meta is None:
-            raise StreamNotFound()
         done_data = dumps({
             "finish_reason": "cancelled", "tokens": 0, "duration_ms": 0,
             "tokens_per_second": 0.0, "sha256": EMPTY_SHA256,
@@ -214,7 +211,7 @@ class StreamStore:
             keys=keys.stream_keys(stream_id),
             args=[keys.new_epoch(), now_ms(), stream_id, self._settings.events_maxlen,
                   self._settings.meta_ttl_seconds, self._settings.events_ttl_seconds,
-                  done_data, meta.model],
+                  done_data],
         )
         status = str(reply[0])
         if status == "missing":

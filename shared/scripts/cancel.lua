@@ -1,5 +1,5 @@
 -- Cancel a stream; idempotent.
--- ARGV: epoch, now_ms, stream_id, maxlen, meta_ttl, events_ttl, done_data, model
+-- ARGV: epoch, now_ms, stream_id, maxlen, meta_ttl, events_ttl, done_data
 -- Queued: ended right here (start + done "cancelled"); the worker that later takes
 -- the job finds it finished. Running: flagged; the owning worker is told on
 -- tw:cancel and also sees the flag in its next append's reply.
@@ -9,7 +9,8 @@ if not status then return {'missing'} end
 if is_terminal(status) then return {status} end
 redis.call('HSET', KEYS[1], 'cancel', '1', 'cancel_requested_at', ARGV[2])
 if status == 'queued' then
-  start_epoch(ARGV[1], 'edge', ARGV[2], ARGV[8], ARGV[3], ARGV[4], ARGV[5])
+  local model = redis.call('HGET', KEYS[1], 'model') or ''
+  start_epoch(ARGV[1], 'edge', ARGV[2], model, ARGV[3], ARGV[4], ARGV[5])
   add_event(ARGV[1], 2, 'done', ARGV[7], ARGV[4])
   redis.call('HSET', KEYS[1], 'last_seq', 2, 'status', 'cancelled', 'finished_at', ARGV[2],
              'final', ARGV[7])

@@ -136,6 +136,7 @@ async def test_cancel_of_a_queued_stream_ends_it_at_once(redis: Redis, settings:
     assert await store.cancel(job.stream_id) == "cancelled"  # idempotent
     events = await store.read_events(job.stream_id, 0, 10)
     assert [e.type for e in events] == ["start", "done"]
+    assert events[0].payload()["model"] == "simulated"
     assert events[1].payload()["finish_reason"] == "cancelled"
     # The worker that later takes the job finds nothing to do.
     assert await store.begin(job.stream_id, "w1", "simulated") == "cancelled"
