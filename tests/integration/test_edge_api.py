@@ -285,11 +285,16 @@ async def test_websocket_cancel(redis: Redis, redis_url: str, aiohttp_client: Cl
         client = await aiohttp_client(create_app(settings))
         stream_id = await create(client)
         async with websocket(client, stream_id) as ws:
-            await ws_events(ws, limit=2)
+            events = await ws_events(ws, limit=2)
             await ws.send_json({"type": "cancel"})
-            events = await asyncio.wait_for(ws_events(ws), 5)
+            events += await asyncio.wait_for(ws_events(ws), 5)
     assert events[-1].type == "done"
     assert events[-1].data["finish_reason"] == "cancelled"
+    # What was delivered is the start of the model's output, and nothing after it.
+    text = assemble(events).text
+    assert expected_text("hello edge").startswith(text)
+    assert len(text) < len(expected_text("hello edge"))
+    assert events[-1].data["sha256"] == hashlib.sha256(text.encode()).hexdigest()
 
 
 async def test_websocket_after_the_end_closes_normally(client: TestClient) -> None:
@@ -309,11 +314,11 @@ async def test_status_returns_text_consistent_with_its_cursor(client: TestClient
     status = await (await client.get(f"/v1/streams/{stream_id}")).json()
     assert status["status"] == "done"
     assert status["cursor"] == events[-1].id
-    assert status["text"] == assemble(events).text
+    assert status["text"] == assemble(events).text == expected_text("hello edge")
     assert status["done"]["sha256"] == events[-1].data["sha256"]
 
 
-async def test_cancel_while_queued_running_or_finished(idle_client: TestClient) -> None:
+async def test_cancel_while_queued_ends_the_stream_at_once(idle_client: TestClient) -> None:
     stream_id = await create(idle_client)
     for _ in range(2):  # idempotent
         response = await idle_client.post(f"/v1/streams/{stream_id}/cancel")
@@ -322,6 +327,17 @@ async def test_cancel_while_queued_running_or_finished(idle_client: TestClient) 
     events = await read_events(idle_client, stream_id)
     assert [e.type for e in events] == ["start", "done"]
     assert events[-1].data["finish_reason"] == "cancelled"
+
+
+async def test_cancel_after_the_end_changes_nothing(client: TestClient) -> None:
+    stream_id = await create(client)
+    events = await read_events(client, stream_id)
+    response = await client.post(f"/v1/streams/{stream_id}/cancel")
+    assert response.status == 202
+    assert (await response.json()) == {"id": stream_id, "status": "done"}
+    status = await (await client.get(f"/v1/streams/{stream_id}")).json()
+    assert status["status"] == "done" and status["cursor"] == events[-1].id
+    assert status["text"] == expected_text("hello edge")
 
 
 # --- errors: a clear JSON error, and nothing written -------------------------------------
