@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +21,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def serve_reference_edge(app: web.Application, events: web.Handler, port: int) -> None:
+    """Run a reference edge (raw or naive) with the routes the load generator uses."""
+    app.router.add_get("/v1/streams/{stream_id}/events", events)
+    app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
+                handler_cancellation=True)
 
 
 class Child:

@@ -10,6 +10,8 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from redis.asyncio import Redis
 
+from bench.harness import serve_reference_edge
+
 REDIS = web.AppKey("redis_url", str)
 
 
@@ -39,10 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     app = web.Application()
     app[REDIS] = args.redis_url
-    app.router.add_get("/v1/streams/{stream_id}/events", events)
-    app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None,
-                handler_cancellation=True)
+    serve_reference_edge(app, events, args.port)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp_sse import sse_response
 
+from bench.harness import serve_reference_edge
+
 SUBSCRIBERS = web.AppKey("subscribers", dict[str, set[asyncio.Queue[tuple[int, str]]]])
 
 
@@ -73,10 +75,7 @@ def main() -> None:
     app = web.Application()
     app[SUBSCRIBERS] = {}
     app.cleanup_ctx.append(generator(args.ids.read_text().split(), args.rate))
-    app.router.add_get("/v1/streams/{stream_id}/events", events)
-    app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None,
-                handler_cancellation=True)
+    serve_reference_edge(app, events, args.port)
 
 
 if __name__ == "__main__":
