@@ -12,7 +12,9 @@
     └── WriteRejected              a stream write the append script refused
         ├── FencedWrite            another attempt owns the stream now
         ├── SequenceConflict       seq is not last_seq + 1
-        └── StreamNotRunning       the stream already ended (e.g. cancelled)
+        ├── StreamNotRunning       the stream already ended (e.g. cancelled)
+        └── StreamLost             Redis no longer has what this attempt wrote
+    OutOfCapacity                  Redis is out of memory: a token write was refused
 
 The edge maps the HTTP ones to status codes in one table (``tokenwire.edge.errors``).
 """
@@ -82,3 +84,16 @@ class StreamNotRunning(WriteRejected):
     def __init__(self, stream_id: str, status: str) -> None:
         super().__init__("not_running", f"stream {stream_id} is {status}")
         self.status = status
+
+
+class StreamLost(WriteRejected):
+    """The stream's record is gone (Redis restarted empty) or behind this attempt
+    (Redis lost its last writes): the attempt must begin again."""
+
+    def __init__(self, stream_id: str, detail: str) -> None:
+        super().__init__("stream_lost", f"stream {stream_id}: {detail}")
+
+
+class OutOfCapacity(TokenwireError):
+    def __init__(self) -> None:
+        super().__init__("capacity", "the server ran out of memory for this stream")

@@ -17,6 +17,11 @@ from tokenwire import keys
 from tokenwire.jobs import Job
 
 
+def is_missing_group(exc: ResponseError) -> bool:
+    """Redis lost the consumer group (it restarted empty)."""
+    return str(exc).startswith("NOGROUP")
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     entry_id: str
@@ -63,11 +68,24 @@ class JobQueue:
                 justid=True,
             )
 
+    async def release(self, entry_ids: list[str]) -> None:
+        """Hand jobs back at once (shutdown): their idle time is set past the claim
+        timeout, so the next ``reclaim`` of any worker takes them."""
+        if entry_ids:
+            await self._redis.xclaim(
+                keys.JOBS, keys.WORKERS_GROUP, self.consumer, 0, cast(Any, entry_ids),
+                idle=self._claim_timeout_ms * 2, justid=True,
+            )
+
     async def ack(self, entry_id: str) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xack(keys.JOBS, keys.WORKERS_GROUP, entry_id)
-            pipe.xdel(keys.JOBS, entry_id)
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xack(keys.JOBS, keys.WORKERS_GROUP, entry_id)
+                pipe.xdel(keys.JOBS, entry_id)
+                await pipe.execute()
+        except ResponseError as exc:
+            if not is_missing_group(exc):  # Redis restarted empty: nothing left to ack
+                raise
 
     @staticmethod
     def _delivery(entry_id: str, fields: dict[str, str], reclaimed: bool) -> Delivery:

@@ -30,6 +30,9 @@ class JobRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     buffer: BufferMode | None = None
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
+    on_disconnect: str | None = Field(
+        None, max_length=40, pattern=r"^(continue|cancel_after=\d{1,6}(\.\d{1,3})?)$"
+    )
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> JobRequest:
@@ -41,6 +44,12 @@ class JobRequest(BaseModel):
         if self.messages is not None:
             return [m.model_dump() for m in self.messages]
         return [{"role": "user", "content": self.prompt or ""}]
+
+    def idle_cancel_ms(self) -> int | None:
+        """``on_disconnect: cancel_after=<seconds>`` in milliseconds; None: continue."""
+        if self.on_disconnect is None or self.on_disconnect == "continue":
+            return None
+        return round(float(self.on_disconnect.split("=", 1)[1]) * 1000)
 
 
 class Job(BaseModel):
@@ -54,3 +63,16 @@ class Job(BaseModel):
     buffer: BufferMode
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
     created_at_ms: int
+    #: cancel when no client of any edge watched for this long (None: never)
+    idle_cancel_ms: int | None = None
+
+    def meta_fields(self) -> dict[str, str | int]:
+        """The meta hash a new stream starts with (also rebuilt from here when
+        Redis lost the stream while a worker was generating it)."""
+        fields: dict[str, str | int] = {
+            "status": "queued", "attempt": 0, "last_seq": 0, "model": self.model,
+            "created_at": self.created_at_ms, "buffer": self.buffer,
+        }
+        if self.idle_cancel_ms is not None:
+            fields["idle_cancel_ms"] = self.idle_cancel_ms
+        return fields

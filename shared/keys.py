@@ -12,6 +12,7 @@ import re
 import secrets
 
 JOBS = "tw:jobs"
+DEAD_JOBS = "tw:jobs:dead"
 WORKERS_GROUP = "workers"
 CANCEL_CHANNEL = "tw:cancel"
 

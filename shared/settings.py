@@ -50,7 +50,23 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(64, ge=1)
     worker_claim_timeout_ms: int = Field(30_000, ge=100, description="idle time before reclaim")
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
+    worker_write_retry_seconds: float = Field(
+        30.0, ge=0, description="keep retrying a failed Redis write this long, then give up")
     consumer_name: str = Field(default_factory=_default_consumer_name)
+
+    # Failure handling
+    max_attempts: int = Field(
+        3, ge=1, description="generation attempts per job before it is dead-lettered")
+    recovery_mode: Literal["restart", "continue"] = Field(
+        "restart", description="after a worker crash: restart (reset) or continue from the text")
+    upstream_retries: int = Field(
+        3, ge=0, description="retries of a failed LLM call before its first token")
+    upstream_backoff_seconds: float = Field(
+        0.5, ge=0, description="first retry delay (doubles; Retry-After wins)")
+    upstream_deadline_seconds: float = Field(
+        600.0, gt=0, description="longest one generation attempt may take")
+    upstream_max_gap_seconds: float = Field(
+        60.0, gt=0, description="longest silence from the LLM, first token included")
 
     # LLM providers
     provider: Literal["auto", "openai", "simulated"] = "auto"
@@ -60,7 +76,6 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         None, validation_alias=AliasChoices("TOKENWIRE_OPENAI_BASE_URL", "OPENAI_BASE_URL")
     )
-    openai_max_retries: int = Field(2, ge=0)
     openai_timeout_seconds: float = Field(60.0, gt=0)
     default_model: str = "gpt-4o-mini"
     simulated_tokens_per_second: float = Field(40.0, gt=0)
@@ -92,6 +107,10 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(5.0, ge=0,
                                  description="reconnects are spread over this window")
     idle_resync_seconds: float = Field(30.0, gt=0, description="re-check Redis when quiet")
+    edge_redis_outage_seconds: float = Field(
+        30.0, ge=0, description="hold open streams (pinging) this long while Redis is down")
+    watch_touch_seconds: float = Field(
+        2.0, gt=0, description="how often an edge reports streams it is delivering")
 
     # Runtime
     event_loop: Literal["asyncio", "uvloop"] = Field(

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from tokenwire import keys
 from tokenwire.errors import (
@@ -23,8 +24,10 @@ from tokenwire.errors import (
     InvalidValue,
     OverLimit,
     SequenceConflict,
+    StreamLost,
     StreamNotFound,
     StreamNotRunning,
+    Unavailable,
     WriteRejected,
 )
 from tokenwire.events import Event, dumps
@@ -39,9 +42,18 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _load_script(name: str) -> str:
+def _load_script(name: str, *, allow_oom: bool = False) -> str:
+    """A script with the shared prelude. ``allow_oom``: it may run when Redis is
+    out of memory (``maxmemory``), so a generation can still end visibly."""
     folder = resources.files("tokenwire") / "scripts"
-    return (folder / "prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    shebang = "#!lua flags=allow-oom\n" if allow_oom else ""
+    prelude = (folder / "prelude.lua").read_text()
+    return shebang + prelude + "\n" + (folder / f"{name}.lua").read_text()
+
+
+def is_out_of_memory(exc: ResponseError) -> bool:
+    """Redis refused a write because it reached ``maxmemory``."""
+    return str(exc).startswith("OOM")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +112,31 @@ class PendingEvent:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
+    """One generation attempt, as ``begin`` granted it. A continued attempt keeps
+    the epoch: ``last_seq``, ``text`` and ``tokens`` are what it continues from."""
+
     stream_id: str
     attempt: int
     epoch: str
     cancel_requested: bool
+    last_seq: int = 1
+    text: str = ""
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """``begin`` found the job's attempts used up and ended the stream with an error."""
+
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class NoWork:
+    """``begin`` found nothing to generate: the stream ended, is gone, or belongs
+    to another job entry (the same job enqueued twice)."""
+
+    reason: str
 
 
 class StreamStore:
@@ -112,7 +145,10 @@ class StreamStore:
         self._settings = settings
         self._begin = redis.register_script(_load_script("begin"))
         self._append = redis.register_script(_load_script("append"))
-        self._cancel = redis.register_script(_load_script("cancel"))
+        # The terminal write may exceed maxmemory: a generation must be able to end.
+        self._append_final = redis.register_script(_load_script("append", allow_oom=True))
+        self._cancel = redis.register_script(_load_script("cancel", allow_oom=True))
+        self._touch = redis.register_script(_load_script("touch"))
 
     # --- creating (edge) -------------------------------------------------------
 
@@ -134,9 +170,12 @@ class StreamStore:
                 return await self._replay_idempotent(idem_key, fingerprint)
         try:
             await self._write_new_stream(job)
-        except BaseException:
+        except BaseException as exc:
             if idem_key is not None:
                 await self._redis.delete(idem_key)
+            if isinstance(exc, ResponseError) and is_out_of_memory(exc):
+                raise Unavailable("capacity", "the server is out of capacity; retry later",
+                                  retry_after=5) from exc
             raise
         return job.stream_id
 
@@ -154,10 +193,7 @@ class StreamStore:
     async def _write_new_stream(self, job: Job) -> None:
         meta_key = keys.meta(job.stream_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(meta_key, mapping={
-                "status": "queued", "attempt": 0, "last_seq": 0, "model": job.model,
-                "created_at": job.created_at_ms, "buffer": job.buffer,
-            })
+            pipe.hset(meta_key, mapping=job.meta_fields())  # type: ignore[arg-type]
             pipe.expire(meta_key, self._settings.meta_ttl_seconds)
             await pipe.execute()
         try:
@@ -222,18 +258,51 @@ class StreamStore:
 
     # --- writing (worker) -------------------------------------------------------
 
-    async def begin(self, stream_id: str, owner: str, model: str) -> Attempt | str:
-        """Start a new attempt with a new epoch. Returns the attempt, or the
-        status of a stream that needs no generation (finished, or missing)."""
-        epoch = keys.new_epoch()
-        reply = await self._begin(
-            keys=keys.stream_keys(stream_id),
-            args=[epoch, owner, now_ms(), model, stream_id,
-                  self._settings.events_maxlen, self._settings.meta_ttl_seconds],
-        )
+    async def begin(
+        self, job: Job, job_entry: str, owner: str, *, recreate: bool = False,
+        last_failure: str = "",
+    ) -> Attempt | Dead | NoWork:
+        """Start the next attempt of ``job`` (its queue entry ``job_entry``): a new
+        epoch, or the same one continued (see ``begin.lua``). ``recreate``: Redis
+        lost the stream while this worker generated it; rebuild its record.
+        ``last_failure``: the error code that ended the previous attempt, for the
+        ``error`` event clients get if no attempts are left."""
+        settings = self._settings
+        dead_data = dumps({
+            "code": last_failure or "attempts_exhausted", "retryable": False,
+            "message": f"generation failed {settings.max_attempts} times"
+                       + (f", last with {last_failure}" if last_failure else ""),
+        })
+        args: list[str | int] = [
+            keys.new_epoch(), owner, now_ms(), job.model, job.stream_id,
+            settings.events_maxlen, settings.meta_ttl_seconds, job_entry,
+            settings.recovery_mode, settings.max_attempts, "1" if recreate else "0",
+            settings.events_ttl_seconds, dead_data,
+        ]
+        for field_name, value in job.meta_fields().items():
+            args += [field_name, value]
+        reply = await self._begin(keys=keys.stream_keys(job.stream_id), args=args)
+        if reply[0] == "dead":
+            return Dead(int(reply[1]))
         if reply[0] != "ok":
-            return str(reply[-1])
-        return Attempt(stream_id, int(reply[1]), epoch, reply[2] == "1")
+            return NoWork(str(reply[-1]))
+        return Attempt(job.stream_id, int(reply[1]), str(reply[3]), reply[2] == "1",
+                       last_seq=int(reply[4]), text=str(reply[5]), tokens=int(reply[6]))
+
+    async def dead_letter(self, job: Job, job_entry: str, reason: str) -> None:
+        """Keep a failed job for operators (``tw:jobs:dead``, capped)."""
+        await self._redis.xadd(keys.DEAD_JOBS, {
+            "job": job.model_dump_json(), "entry": job_entry, "reason": reason,
+            "stream_id": job.stream_id, "at": now_ms(),
+        }, maxlen=self._settings.max_queue_length, approximate=True)
+
+    async def touch(self, stream_ids: Sequence[str]) -> None:
+        """Record that clients are watching these streams now (``on_disconnect``)."""
+        now = now_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream_id in stream_ids:
+                await self._touch(keys=keys.stream_keys(stream_id), args=[now], client=pipe)
+            await pipe.execute()
 
     async def append(
         self,
@@ -288,6 +357,10 @@ class StreamStore:
         if outcome == "fenced":
             raise FencedWrite(attempt.stream_id)
         if outcome == "seq_conflict":
-            raise SequenceConflict(attempt.stream_id, int(reply[1]) + 1, first_seq)
-        status = str(reply[1]) if len(reply) > 1 else "missing"
-        raise StreamNotRunning(attempt.stream_id, status)
+            last_seq = int(reply[1])
+            if last_seq < first_seq - 1:  # Redis has less than this attempt wrote
+                raise StreamLost(attempt.stream_id, f"Redis kept only seq {last_seq}")
+            raise SequenceConflict(attempt.stream_id, last_seq + 1, first_seq)
+        if outcome == "missing":
+            raise StreamLost(attempt.stream_id, "its record is gone")
+        raise StreamNotRunning(attempt.stream_id, str(reply[1]))

@@ -117,6 +117,7 @@ async def create_stream(request: web.Request) -> web.StreamResponse:
         buffer=job_request.buffer or settings.default_buffer,
         metadata=job_request.metadata,
         created_at_ms=int(time.time() * 1000),
+        idle_cancel_ms=job_request.idle_cancel_ms(),
     )
     stream_id = await app[appkeys.STORE].create(job, idempotency_key, fingerprint)
     app[appkeys.METRICS].streams_created.inc()

@@ -1,9 +1,22 @@
-"""One generation: provider deltas → token buffer → event sink.
+"""One generation attempt: provider deltas → token buffer → event sink.
 
 Knows neither Redis nor HTTP: the provider and the sink are protocols. The
 upstream is read by its own task into a queue, so the buffer's flush deadline
-can be honoured while the model is silent, and a cancel closes the upstream
-call at once instead of at the next token.
+and the upstream deadlines can be honoured while the model is silent, and a
+cancel closes the upstream call at once instead of at the next token.
+
+How an upstream failure ends (``Ending``):
+
+- before this attempt sent any text, a retryable failure (429, 5xx, a dropped
+  connection) is retried in place after a backoff that honours ``Retry-After``:
+  clients see nothing of it;
+- after text was sent, or when those retries are used up, a retryable failure
+  ends the attempt *without* a terminal event (``restart``): the worker begins
+  a new attempt (clients get ``reset``, or, in ``continue`` mode, the text goes
+  on), until the job's attempts are used up;
+- a silence longer than ``max_gap`` or an attempt longer than ``deadline`` ends
+  the stream with ``error`` (``upstream_timeout``); other failures end it with
+  their ``error`` at once.
 """
 
 from __future__ import annotations
@@ -14,7 +27,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from tokenwire.buffers import TokenBuffer
 from tokenwire.jobs import Job
@@ -34,10 +47,28 @@ class EventSink(Protocol):
     async def error(self, code: str, message: str, retryable: bool) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamPolicy:
+    retries: int = 0  # in-place retries before the first token
+    backoff: float = 0.5  # first retry delay, doubled each time; Retry-After wins
+    deadline: float = 600.0  # one attempt, seconds
+    max_gap: float = 60.0  # longest silence, the wait for the first token included
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How the attempt ended: a terminal event was written (``done``/``error``),
+    or nothing terminal was written and the job needs another attempt (``restart``)."""
+
+    kind: Literal["done", "error", "restart"]
+    code: str = ""
+    message: str = ""
+
+
 class _End:
     """Queue marker: the upstream finished (``error`` set if it failed)."""
 
-    def __init__(self, error: BaseException | None = None) -> None:
+    def __init__(self, error: UpstreamError | None = None) -> None:
         self.error = error
 
 
@@ -54,18 +85,34 @@ class GenerationStats:
 
 
 class Generation:
+    """``prefix``/``prior_tokens``: what earlier attempts of the same epoch
+    already delivered (``continue`` recovery); the provider continues after it."""
+
     def __init__(
-        self, job: Job, provider: Provider, buffer: TokenBuffer, sink: EventSink
+        self,
+        job: Job,
+        provider: Provider,
+        buffer: TokenBuffer,
+        sink: EventSink,
+        policy: UpstreamPolicy | None = None,
+        *,
+        prefix: str = "",
+        prior_tokens: int = 0,
     ) -> None:
         self.job = job
         self._provider = provider
         self._buffer = buffer
         self._sink = sink
+        self._policy = policy or UpstreamPolicy()
+        self._prefix = prefix
         self._queue: asyncio.Queue[Delta | _End | _Cancel] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._cancel_requested_at: float | None = None
-        self._stats = GenerationStats()
+        self._cancelled = asyncio.Event()
+        self._stats = GenerationStats(tokens=prior_tokens)
+        self._stats.sha256.update(prefix.encode())
         self._pending_tokens = 0  # model tokens held in the buffer
+        self._emitted = False  # this attempt sent text to clients
 
     def cancel(self) -> None:
         """Stop generating: the upstream call is closed now, the stream ends with
@@ -73,62 +120,103 @@ class Generation:
         if self._cancel_requested_at is not None:
             return
         self._cancel_requested_at = time.monotonic()
+        self._cancelled.set()
         if self._reader is not None:
             self._reader.cancel()
         self._queue.put_nowait(_Cancel())
 
-    async def run(self) -> None:
+    async def run(self) -> Ending:
         started = time.monotonic()
+        outcome = await self._call_with_retries(started)
+        if isinstance(outcome, UpstreamError) and outcome.retryable:
+            await self._emit(self._buffer.flush())  # real output: a continuation keeps it
+            return Ending("restart", outcome.code, outcome.message)
+        await self._emit(self._buffer.flush())
+        if isinstance(outcome, UpstreamError):
+            await self._sink.error(outcome.code, outcome.message, outcome.retryable)
+            return Ending("error", outcome.code, outcome.message)
+        await self._sink.done(self._done_data(started, outcome))
+        return Ending("done")
+
+    async def _call_with_retries(self, started: float) -> str | UpstreamError:
+        delay = self._policy.backoff
+        for retry in range(self._policy.retries + 1):
+            outcome = await self._call_once(started)
+            if not (isinstance(outcome, UpstreamError) and outcome.retryable) or self._emitted:
+                return outcome
+            if retry == self._policy.retries or self._cancel_requested_at is not None:
+                return outcome
+            wait = outcome.retry_after if outcome.retry_after is not None else delay
+            log.warning("upstream failed before the first token (%s); retry in %.2fs",
+                        outcome.code, wait, extra={"stream_id": self.job.stream_id})
+            self._buffer.flush()  # never sent: the retry produces it again
+            self._pending_tokens = 0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._cancelled.wait()
+            delay *= 2
+            if self._cancel_requested_at is not None:
+                return "cancelled"
+        raise AssertionError("unreachable")
+
+    async def _call_once(self, started: float) -> str | UpstreamError:
+        self._queue = asyncio.Queue()
+        if self._cancel_requested_at is not None:
+            return "cancelled"
         self._reader = asyncio.create_task(self._read_upstream(), name="upstream")
         try:
-            outcome = await self._pump()
+            return await self._pump(started)
         finally:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._emit(self._buffer.flush())
-        if isinstance(outcome, UpstreamError):
-            await self._sink.error(outcome.code, outcome.message, outcome.retryable)
-            return
-        await self._sink.done(self._done_data(started, outcome))
 
     async def _read_upstream(self) -> None:
+        queue = self._queue
         try:
-            async for delta in self._provider.stream(self.job):
-                self._queue.put_nowait(delta)
+            async for delta in self._provider.stream(self.job, self._prefix):
+                queue.put_nowait(delta)
         except UpstreamError as exc:
-            self._queue.put_nowait(_End(exc))
+            queue.put_nowait(_End(exc))
         except Exception as exc:  # an SDK or transport error nobody mapped: end visibly
             log.exception("upstream failed unexpectedly", extra={"stream_id": self.job.stream_id})
-            self._queue.put_nowait(_End(UpstreamError("upstream_failed", str(exc), False)))
+            queue.put_nowait(_End(UpstreamError("upstream_failed", str(exc), False)))
         else:
-            self._queue.put_nowait(_End())
+            queue.put_nowait(_End())
 
-    async def _pump(self) -> str | UpstreamError:
+    async def _pump(self, started: float) -> str | UpstreamError:
         """Move deltas into the buffer until the upstream ends; returns the
         finish reason, or the upstream's error."""
+        give_up_at = started + self._policy.deadline
+        silent_until = time.monotonic() + self._policy.max_gap
         while True:
-            item = await self._next_item()
+            item = await self._next_item(min(give_up_at, silent_until))
             if self._cancel_requested_at is not None:
                 return "cancelled"  # even with deltas still queued
-            if item is None:  # the buffer's deadline passed while the model was silent
-                await self._emit(self._buffer.flush())
+            if item is None:
+                now = time.monotonic()
+                if now >= give_up_at or now >= silent_until:
+                    which = "deadline" if now >= give_up_at else "silence limit"
+                    return UpstreamError("upstream_timeout", f"the model exceeded its {which}",
+                                         False)
+                await self._emit(self._buffer.flush())  # the buffer's deadline passed
             elif isinstance(item, _End):
-                if isinstance(item.error, UpstreamError):
+                if item.error is not None:
                     return item.error
                 return self._stats.finish_reason or "stop"
             elif isinstance(item, Delta):
+                silent_until = time.monotonic() + self._policy.max_gap
                 self._absorb(item)
                 if item.text:
                     self._pending_tokens += 1
                     await self._emit(self._buffer.push(item.text, time.monotonic()))
 
-    async def _next_item(self) -> Delta | _End | _Cancel | None:
+    async def _next_item(self, upstream_deadline: float) -> Delta | _End | _Cancel | None:
+        """The next queued item, or None when a deadline (the buffer's or the
+        upstream's) passes first."""
         if not self._queue.empty():
             return self._queue.get_nowait()
-        deadline = self._buffer.deadline()
-        if deadline is None:
-            return await self._queue.get()
+        deadline = min(self._buffer.deadline() or upstream_deadline, upstream_deadline)
         try:
             async with asyncio.timeout_at(_to_loop_time(deadline)):
                 return await self._queue.get()
@@ -144,6 +232,7 @@ class Generation:
     async def _emit(self, content: str) -> None:
         if not content:
             return
+        self._emitted = True
         self._stats.tokens += self._pending_tokens
         self._stats.sha256.update(content.encode())
         count, self._pending_tokens = self._pending_tokens, 0

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
+from redis.exceptions import ResponseError
+
+from tokenwire.errors import OutOfCapacity
 from tokenwire.events import dumps
-from tokenwire.store import Attempt, PendingEvent, StreamStore
+from tokenwire.redis_client import TRANSPORT_ERRORS
+from tokenwire.store import Attempt, PendingEvent, StreamStore, is_out_of_memory
+
+log = logging.getLogger(__name__)
 
 
 class RedisEventSink:
-    """Numbers events from 2 (``begin`` wrote ``start`` as 1) and appends them
-    through the fenced append script. Retrying an append after a lost reply is
-    safe: the script recognises an already-applied seq."""
+    """Numbers events after the attempt's ``last_seq`` and appends them through
+    the fenced append script.
 
-    def __init__(self, store: StreamStore, attempt: Attempt) -> None:
+    A write that fails in transit is retried (with backoff, for up to
+    ``retry_seconds``): the script recognises a batch it already applied, so a
+    lost reply never duplicates an event. Past that budget the transport error
+    propagates and the attempt is abandoned, to be reclaimed later.
+    A token write refused because Redis is out of memory raises ``OutOfCapacity``.
+    """
+
+    def __init__(self, store: StreamStore, attempt: Attempt, retry_seconds: float) -> None:
         self._store = store
         self._attempt = attempt
-        self._next_seq = 2
+        self._next_seq = attempt.last_seq + 1
+        self._retry_seconds = retry_seconds
 
     async def token(self, content: str, count: int) -> bool:
         event = PendingEvent("token", dumps({"content": content}), content)
@@ -33,8 +49,24 @@ class RedisEventSink:
     async def _write(
         self, batch: list[PendingEvent], final_status: str = "", tokens_delta: int = 0
     ) -> bool:
-        cancel = await self._store.append(
-            self._attempt, self._next_seq, batch, final_status, tokens_delta
-        )
+        give_up_at = time.monotonic() + self._retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                cancel = await self._store.append(
+                    self._attempt, self._next_seq, batch, final_status, tokens_delta
+                )
+                break
+            except ResponseError as exc:
+                if is_out_of_memory(exc):
+                    raise OutOfCapacity() from exc
+                raise
+            except TRANSPORT_ERRORS as exc:
+                if time.monotonic() + delay > give_up_at:
+                    raise
+                log.warning("append failed, retrying in %.2fs: %s", delay, exc,
+                            extra={"stream_id": self._attempt.stream_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         self._next_seq += len(batch)
         return cancel

@@ -4,10 +4,15 @@
 - Every job runs in a task kept in ``_tasks``; its outcome is logged.
 - A job is acknowledged only after its terminal event is written.
 - Jobs whose worker died are reclaimed with ``XAUTOCLAIM`` and run as a new
-  attempt (new epoch: clients get ``reset``); the claims of running jobs are
-  refreshed so a long generation is not stolen while alive.
+  attempt (new epoch: clients get ``reset``; or the same epoch continued, see
+  ``begin.lua``); the claims of running jobs are refreshed so a long
+  generation is not stolen while alive.
+- An attempt that ends without a terminal event (a retryable upstream failure,
+  Redis losing the stream) is followed by the next one at once; a job whose
+  attempts are used up ends with ``error`` and is kept on ``tw:jobs:dead``, as
+  is every job that ended with an ``error``.
 - ``stop()`` (SIGTERM) ends intake; running generations get a grace period,
-  then are cancelled and left pending for another worker to reclaim.
+  then are cancelled and released for another worker to reclaim at once.
 - ``burst=True`` runs until the queue is empty: tests finish without sleeps.
 """
 
@@ -21,15 +26,17 @@ from collections.abc import Coroutine
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from tokenwire import keys
 from tokenwire.buffers import make_buffer
-from tokenwire.errors import WriteRejected
-from tokenwire.jobqueue import Delivery, JobQueue
+from tokenwire.errors import FencedWrite, OutOfCapacity, StreamLost, WriteRejected
+from tokenwire.jobqueue import Delivery, JobQueue, is_missing_group
+from tokenwire.jobs import Job
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.settings import Settings
-from tokenwire.store import Attempt, StreamStore
-from tokenwire.worker.generation import Generation
+from tokenwire.store import Attempt, Dead, NoWork, StreamStore
+from tokenwire.worker.generation import Ending, Generation, UpstreamPolicy
 from tokenwire.worker.providers import Provider
 from tokenwire.worker.sink import RedisEventSink
 
@@ -86,9 +93,12 @@ class Worker:
             _, pending = await asyncio.wait(
                 tasks, timeout=self._settings.worker_shutdown_grace_seconds
             )
-            for task in pending:  # left pending in the group: another worker reclaims them
+            for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            # Still pending in the group: hand them over now, not after the claim timeout.
+            with contextlib.suppress(*TRANSPORT_ERRORS, ResponseError):
+                await self._queue.release([task.get_name() for task in pending])
         self._closing = True
         for helper in self._helpers:
             helper.cancel()
@@ -116,6 +126,12 @@ class Worker:
             except TRANSPORT_ERRORS as exc:
                 log.warning("redis unavailable, retrying: %s", exc)
                 await self._wait_for(self._stopping, 1.0)
+                continue
+            except ResponseError as exc:
+                if not is_missing_group(exc):
+                    raise
+                log.warning("the consumer group is gone (Redis restarted empty?): recreating")
+                await self._queue.ensure_group()
                 continue
             for delivery in deliveries:
                 self._start(delivery)
@@ -172,30 +188,72 @@ class Worker:
             await self._queue.ack(delivery.entry_id)
             return
         context = {"stream_id": job.stream_id, "job_id": delivery.entry_id}
-        began = await self._store.begin(job.stream_id, self._queue.consumer, job.model)
-        if not isinstance(began, Attempt):
-            log.info("job needs no generation (%s)", began, extra=context)
-            await self._queue.ack(delivery.entry_id)
+        recreate, last_failure = False, ""
+        # Each pass is one attempt; begin() counts them, so this ends (Dead) —
+        # except when Redis keeps losing the stream, hence the bound.
+        for _ in range(2 * self._settings.max_attempts + 2):
+            began = await self._store.begin(job, delivery.entry_id, self._queue.consumer,
+                                            recreate=recreate, last_failure=last_failure)
+            recreate = False
+            if isinstance(began, NoWork):
+                log.info("job needs no generation (%s)", began.reason, extra=context)
+                break
+            if isinstance(began, Dead):
+                log.error("job failed %d times: dead-lettered", began.attempts, extra=context)
+                await self._store.dead_letter(job, delivery.entry_id,
+                                              last_failure or "attempts_exhausted")
+                break
+            log.info("generation started", extra={**context, "attempt": began.attempt,
+                                                  "continued": began.last_seq > 1,
+                                                  "reclaimed": delivery.reclaimed})
+            try:
+                ending = await self._generate(job, began)
+            except FencedWrite as exc:  # another worker owns the stream now; it acks
+                log.warning("generation stopped: %s", exc.message, extra=context)
+                return
+            except StreamLost as exc:
+                log.warning("Redis lost this stream's writes (%s): beginning again",
+                            exc.message, extra=context)
+                recreate = True
+                continue
+            except WriteRejected as exc:  # ended meanwhile (e.g. cancelled and done)
+                log.warning("generation stopped: %s", exc.message, extra=context)
+                break
+            if ending.kind == "restart":
+                log.warning("attempt %d failed (%s): next attempt", began.attempt, ending.code,
+                            extra=context)
+                last_failure = ending.code
+                continue
+            if ending.kind == "error":
+                await self._store.dead_letter(job, delivery.entry_id, ending.code)
+            self.jobs_finished += 1
+            log.info("generation finished (%s)", ending.kind, extra=context)
+            break
+        else:
+            log.error("giving up on this job for now; it stays pending", extra=context)
             return
-        log.info("generation started", extra={**context, "attempt": began.attempt,
-                                              "reclaimed": delivery.reclaimed})
-        buffer = make_buffer(job.buffer, self._settings.flush_interval_ms / 1000,
-                             self._settings.coalesce_chars)
-        generation = Generation(job, self._provider, buffer, RedisEventSink(self._store, began))
+        await self._queue.ack(delivery.entry_id)
+
+    async def _generate(self, job: Job, began: Attempt) -> Ending:
+        settings = self._settings
+        buffer = make_buffer(job.buffer, settings.flush_interval_ms / 1000,
+                             settings.coalesce_chars)
+        sink = RedisEventSink(self._store, began, settings.worker_write_retry_seconds)
+        policy = UpstreamPolicy(settings.upstream_retries, settings.upstream_backoff_seconds,
+                                settings.upstream_deadline_seconds,
+                                settings.upstream_max_gap_seconds)
+        generation = Generation(job, self._provider, buffer, sink, policy,
+                                prefix=began.text, prior_tokens=began.tokens)
         self._generations[job.stream_id] = generation
         if began.cancel_requested:
             generation.cancel()
         try:
-            await generation.run()
-        except WriteRejected as exc:
-            # Fenced or already ended: another attempt owns the stream; it acks.
-            log.warning("generation stopped: %s", exc.message, extra=context)
-            return
+            return await generation.run()
+        except OutOfCapacity as exc:  # the terminal write may exceed maxmemory
+            await sink.error(exc.code, exc.message, True)
+            return Ending("error", exc.code, exc.message)
         finally:
             self._generations.pop(job.stream_id, None)
-        await self._queue.ack(delivery.entry_id)
-        self.jobs_finished += 1
-        log.info("generation finished", extra=context)
 
     # --- helpers ------------------------------------------------------------------
 
@@ -205,7 +263,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 await self._queue.refresh(list(self._tasks))
-            except TRANSPORT_ERRORS as exc:
+            except (*TRANSPORT_ERRORS, ResponseError) as exc:
                 log.warning("claim refresh failed: %s", exc)
 
     async def _listen_for_cancels(self) -> None:

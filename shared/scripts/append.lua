@@ -4,9 +4,12 @@
 -- Fencing: `attempt` must be the stream's current attempt. Idempotence: a batch
 -- that was already applied (a retry after a lost reply) is acknowledged as
 -- 'duplicate' and not written again; any other seq but last_seq + 1 is refused.
+-- A stream whose job set `idle_cancel_ms` (on_disconnect: cancel_after) and that no
+-- edge has reported watching (`seen_at`) for that long is flagged cancelled here.
 -- Returns {'ok'|'duplicate', cancel_flag} | {'fenced'} | {'seq_conflict', last_seq}
 --       | {'not_running', status} | {'missing'}
-local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'cancel', 'epoch')
+local cur = redis.call('HMGET', KEYS[1], 'attempt', 'last_seq', 'status', 'cancel', 'epoch',
+                      'idle_cancel_ms', 'seen_at', 'created_at')
 if not cur[1] then return {'missing'} end
 if cur[1] ~= ARGV[1] then return {'fenced'} end
 local last = tonumber(cur[2])
@@ -18,16 +21,26 @@ if first <= last then
 end
 if cur[3] ~= 'running' then return {'not_running', cur[3]} end
 if first ~= last + 1 then return {'seq_conflict', last} end
+if cur[6] and cur[4] ~= '1' then
+  local seen = math.max(tonumber(cur[7] or '0'), tonumber(cur[8] or '0'))
+  if tonumber(ARGV[7]) - seen > tonumber(cur[6]) then
+    redis.call('HSET', KEYS[1], 'cancel', '1', 'cancel_requested_at', ARGV[7],
+               'cancel_reason', 'abandoned')
+    cur[4] = '1'
+  end
+end
+if tonumber(ARGV[6]) > 0 then redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[6]) end
+local final_base = #ARGV - 2
+if ARGV[5] == '' then final_base = #ARGV + 1 end
 for i = 0, n - 1 do
   local base = 8 + 3 * i
-  add_event(cur[5], first + i, ARGV[base], ARGV[base + 1], ARGV[3])
-  if ARGV[base + 2] ~= '' then redis.call('APPEND', KEYS[3], ARGV[base + 2]) end
+  if base == final_base then
+    add_terminal(cur[5], first + i, ARGV[base], ARGV[base + 1], ARGV[5], ARGV[7], ARGV[3],
+                 ARGV[4])
+  else
+    add_event(cur[5], first + i, ARGV[base], ARGV[base + 1], ARGV[3])
+    if ARGV[base + 2] ~= '' then redis.call('APPEND', KEYS[3], ARGV[base + 2]) end
+  end
 end
 redis.call('HSET', KEYS[1], 'last_seq', first + n - 1)
-if tonumber(ARGV[6]) > 0 then redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[6]) end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[5], 'finished_at', ARGV[7],
-             'final', ARGV[#ARGV - 1])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
 return {'ok', cur[4] or '0'}

@@ -11,10 +11,7 @@ redis.call('HSET', KEYS[1], 'cancel', '1', 'cancel_requested_at', ARGV[2])
 if status == 'queued' then
   local model = redis.call('HGET', KEYS[1], 'model') or ''
   start_epoch(ARGV[1], 'edge', ARGV[2], model, ARGV[3], ARGV[4], ARGV[5])
-  add_event(ARGV[1], 2, 'done', ARGV[7], ARGV[4])
-  redis.call('HSET', KEYS[1], 'last_seq', 2, 'status', 'cancelled', 'finished_at', ARGV[2],
-             'final', ARGV[7])
-  redis.call('EXPIRE', KEYS[2], ARGV[6])
+  add_terminal(ARGV[1], 2, 'done', ARGV[7], 'cancelled', ARGV[2], ARGV[4], ARGV[6])
   return {'cancelled'}
 end
 return {'cancelling'}

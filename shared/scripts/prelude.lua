@@ -8,6 +8,15 @@ local function add_event(epoch, seq, etype, data, maxlen)
   redis.call('SPUBLISH', KEYS[4], epoch .. '.' .. seq .. ' ' .. etype .. ' ' .. data)
 end
 
+-- The terminal event: the stream's status and final data are set with it, and its
+-- events expire `events_ttl` seconds later (the meta hash and text stay longer).
+local function add_terminal(epoch, seq, etype, data, status, now, maxlen, events_ttl)
+  add_event(epoch, seq, etype, data, maxlen)
+  redis.call('HSET', KEYS[1], 'last_seq', seq, 'status', status, 'finished_at', now,
+             'final', data)
+  redis.call('EXPIRE', KEYS[2], events_ttl)
+end
+
 local function is_terminal(status)
   return status == 'done' or status == 'error' or status == 'cancelled'
 end

@@ -16,11 +16,12 @@ from redis.asyncio import Redis
 
 from tests.conftest import make_settings, running_worker
 from tests.integration.edge_support import assemble, create, read_events, websocket
+from tests.support.streams import begin_attempt
 from tokenwire import keys
 from tokenwire.client import ClientEvent, Transcript
 from tokenwire.edge.app import create_app
 from tokenwire.settings import Settings
-from tokenwire.store import StreamStore
+from tokenwire.store import Attempt, StreamStore
 from tokenwire.worker.providers.simulated import simulated_tokens
 
 ClientFactory = Callable[..., Any]
@@ -234,15 +235,15 @@ async def test_a_new_attempt_while_following_resets_the_client(
     """A worker that died is replaced mid-stream: the follower must not splice."""
     store = StreamStore(redis, edge_settings)
     stream_id = await create(idle_client)
-    first = await store.begin(stream_id, "w1", "m")
-    assert not isinstance(first, str)
+    first = await begin_attempt(store, stream_id, "w1")
+    assert isinstance(first, Attempt)
     from tokenwire.events import dumps
     from tokenwire.store import PendingEvent
     await store.append(first, 2, [PendingEvent("token", dumps({"content": "old "}), "old ")])
     reader = asyncio.create_task(read_events(idle_client, stream_id))
     await asyncio.sleep(0.3)
-    second = await store.begin(stream_id, "w2", "m")
-    assert not isinstance(second, str)
+    second = await begin_attempt(store, stream_id, "w2")
+    assert isinstance(second, Attempt)
     await store.append(second, 2, [PendingEvent("token", dumps({"content": "new"}), "new")])
     await store.append(second, 3, [PendingEvent("done", dumps({"finish_reason": "stop"}))],
                        final_status="done")

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
+from tests.support.streams import begin_attempt, new_job
 from tokenwire import keys
 from tokenwire.errors import (
     FencedWrite,
     InvalidValue,
     OverLimit,
     SequenceConflict,
+    StreamLost,
     StreamNotRunning,
 )
 from tokenwire.events import dumps
-from tokenwire.jobs import Job
 from tokenwire.settings import Settings
-from tokenwire.store import Attempt, PendingEvent, StreamStore
-
-
-def new_job(prompt: str = "hello") -> Job:
-    return Job(stream_id=keys.new_stream_id(), messages=[{"role": "user", "content": prompt}],
-               model="simulated", buffer="none", created_at_ms=int(time.time() * 1000))
+from tokenwire.store import Attempt, NoWork, PendingEvent, StreamStore
 
 
 def token(content: str) -> PendingEvent:
@@ -34,7 +28,7 @@ def token(content: str) -> PendingEvent:
 async def started(store: StreamStore) -> Attempt:
     job = new_job()
     await store.create(job, None, "fp")
-    attempt = await store.begin(job.stream_id, "w1", "simulated")
+    attempt = await begin_attempt(store, job.stream_id, "w1")
     assert isinstance(attempt, Attempt)
     return attempt
 
@@ -87,7 +81,7 @@ async def test_a_seq_that_is_not_last_plus_one_is_refused(redis: Redis, settings
                                                           ) -> None:
     store = StreamStore(redis, settings)
     attempt = await started(store)
-    with pytest.raises(SequenceConflict):
+    with pytest.raises(StreamLost):  # Redis is behind the writer: it lost writes
         await store.append(attempt, 3, [token("gap")])
     await store.append(attempt, 2, [token("a")])
     with pytest.raises(SequenceConflict):  # overlaps what was written: refused, not merged
@@ -100,7 +94,7 @@ async def test_a_superseded_attempt_is_fenced(redis: Redis, settings: Settings) 
     store = StreamStore(redis, settings)
     old = await started(store)
     await store.append(old, 2, [token("old text")])
-    new = await store.begin(old.stream_id, "w2", "simulated")
+    new = await begin_attempt(store, old.stream_id, "w2")
     assert isinstance(new, Attempt) and new.attempt == 2 and new.epoch != old.epoch
     with pytest.raises(FencedWrite):
         await store.append(old, 3, [token("late write")])
@@ -139,7 +133,7 @@ async def test_cancel_of_a_queued_stream_ends_it_at_once(redis: Redis, settings:
     assert events[0].payload()["model"] == "simulated"
     assert events[1].payload()["finish_reason"] == "cancelled"
     # The worker that later takes the job finds nothing to do.
-    assert await store.begin(job.stream_id, "w1", "simulated") == "cancelled"
+    assert await begin_attempt(store, job.stream_id, "w1") == NoWork("cancelled")
 
 
 async def test_cancel_of_a_running_stream_is_seen_by_its_next_append(redis: Redis,
@@ -181,6 +175,6 @@ async def test_append_many_writes_each_stream_and_reports_each_outcome(
     outcomes = await store.append_many([(first, 2, [token("a")]), (second, 2, [token("b")]),
                                         (second, 9, [token("gap")])])
     assert outcomes[:2] == [False, False]
-    assert isinstance(outcomes[2], SequenceConflict)
+    assert isinstance(outcomes[2], StreamLost)
     texts = [(await store.snapshot(a.stream_id)).text for a in (first, second)]  # type: ignore[union-attr]
     assert texts == ["a", "b"]

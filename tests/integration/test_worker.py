@@ -8,11 +8,12 @@ import hashlib
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings, running_worker
-from tests.integration.test_store import new_job
+from tests.support.streams import begin_attempt, new_job
 from tokenwire import keys
+from tokenwire.events import dumps
 from tokenwire.jobqueue import JobQueue
 from tokenwire.settings import Settings
-from tokenwire.store import StreamStore
+from tokenwire.store import Attempt, PendingEvent, StreamStore
 from tokenwire.worker.providers import SimulatedProvider
 from tokenwire.worker.providers.simulated import simulated_tokens
 from tokenwire.worker.worker import Worker
@@ -72,8 +73,9 @@ async def test_a_job_whose_worker_died_is_reclaimed_as_a_new_attempt(redis: Redi
     dead = JobQueue(redis, "dead-worker", 300)
     await dead.ensure_group()
     [delivery] = await dead.read_new(1, 10)
-    first = await store.begin(job.stream_id, "dead-worker", "simulated")
-    assert not isinstance(first, str)
+    first = await begin_attempt(store, job.stream_id, "dead-worker", delivery.entry_id)
+    assert isinstance(first, Attempt)
+    await store.append(first, 2, [PendingEvent("token", dumps({"content": "x"}), "x")])
     async with running_worker(redis, settings):
         assert await wait_for_status(store, job.stream_id, {"done"}) == "done"
     meta = await store.meta(job.stream_id)

@@ -11,7 +11,7 @@ import pytest
 
 from tokenwire.buffers import make_buffer
 from tokenwire.jobs import Job
-from tokenwire.worker.generation import Generation
+from tokenwire.worker.generation import Ending, Generation, UpstreamPolicy
 from tokenwire.worker.providers import Delta, UpstreamError
 from tokenwire.worker.providers.simulated import SimulatedProvider, simulated_tokens
 
@@ -47,13 +47,17 @@ class ListSink:
 class ScriptedProvider:
     name = "scripted"
 
-    def __init__(self, script: list[Delta | float | Exception]) -> None:
-        self.script = script
+    def __init__(self, *scripts: list[Delta | float | Exception]) -> None:
+        """One script per call; the last one repeats."""
+        self.scripts = scripts
+        self.prefixes: list[str] = []
         self.closed = asyncio.Event()
 
-    async def stream(self, job: Job) -> AsyncIterator[Delta]:
+    async def stream(self, job: Job, prefix: str = "") -> AsyncIterator[Delta]:
+        self.prefixes.append(prefix)
+        script = self.scripts[min(len(self.prefixes), len(self.scripts)) - 1]
         try:
-            for step in self.script:
+            for step in script:
                 if isinstance(step, float):
                     await asyncio.sleep(step)
                 elif isinstance(step, Exception):
@@ -96,14 +100,80 @@ async def test_buffer_deadline_flushes_while_the_model_is_silent() -> None:
     assert sink.text == "held more"
 
 
-async def test_stream_without_finish_reason_is_an_error_not_done() -> None:
+async def test_stream_cut_after_text_is_never_done_but_a_new_attempt() -> None:
     provider = ScriptedProvider([Delta(text="partial"),
                                  UpstreamError("upstream_incomplete", "cut off", True)])
     sink = ListSink()
-    await Generation(job(), provider, make_buffer("none", 1, 1), sink).run()
-    assert sink.text == "partial"
-    assert sink.terminal == ("error", {"code": "upstream_incomplete", "message": "cut off",
-                                       "retryable": True})
+    policy = UpstreamPolicy(retries=3, backoff=0.01)
+    ending = await Generation(job(), provider, make_buffer("none", 1, 1), sink, policy).run()
+    assert ending == Ending("restart", "upstream_incomplete", "cut off")
+    assert sink.text == "partial" and sink.terminal is None
+    assert len(provider.prefixes) == 1, "text was sent: no silent retry in the same epoch"
+
+
+async def test_failures_before_the_first_token_are_retried_invisibly() -> None:
+    busy = UpstreamError("upstream_429", "slow down", True, retry_after=0.2)
+    provider = ScriptedProvider([busy], [Delta(text="held"), busy],
+                                [Delta(text="fine"), Delta(finish_reason="stop")])
+    sink = ListSink()
+    policy = UpstreamPolicy(retries=3, backoff=5.0)  # Retry-After (0.2 s) must win
+    started = asyncio.get_running_loop().time()
+    ending = await Generation(job(), provider, make_buffer("coalesce", 10, 1000), sink,
+                              policy).run()
+    assert ending.kind == "done"
+    assert sink.text == "fine", "text buffered by a failed call is never sent"
+    assert sink.terminal is not None and sink.terminal[1]["tokens"] == 1
+    assert 0.4 <= asyncio.get_running_loop().time() - started < 3
+
+
+async def test_retries_used_up_before_any_text_ask_for_a_new_attempt() -> None:
+    provider = ScriptedProvider([UpstreamError("upstream_503", "down", True, retry_after=0)])
+    sink = ListSink()
+    ending = await Generation(job(), provider, make_buffer("none", 1, 1), sink,
+                              UpstreamPolicy(retries=2)).run()
+    assert ending.kind == "restart" and len(provider.prefixes) == 3
+    assert sink.tokens == [] and sink.terminal is None
+
+
+async def test_a_silent_model_ends_with_upstream_timeout() -> None:
+    provider = ScriptedProvider([Delta(text="a"), 30.0, Delta(text="never")])
+    sink = ListSink()
+    ending = await Generation(job(), provider, make_buffer("none", 1, 1), sink,
+                              UpstreamPolicy(max_gap=0.3)).run()
+    assert ending.kind == "error" and provider.closed.is_set()
+    assert sink.terminal is not None and sink.terminal[1]["code"] == "upstream_timeout"
+    assert sink.text == "a"
+
+
+async def test_a_slow_drip_hits_the_overall_deadline() -> None:
+    drip: list[Delta | float | Exception] = [Delta(text="."), 0.1] * 100
+    provider = ScriptedProvider(drip)
+    sink = ListSink()
+    ending = await Generation(job(), provider, make_buffer("none", 1, 1), sink,
+                              UpstreamPolicy(deadline=0.5, max_gap=5)).run()
+    assert ending == Ending("error", "upstream_timeout", "the model exceeded its deadline")
+    assert 2 <= len(sink.text) <= 8
+
+
+async def test_a_continued_attempt_hashes_and_counts_the_whole_text() -> None:
+    provider = ScriptedProvider([Delta(text=" world"), Delta(finish_reason="stop")])
+    sink = ListSink()
+    await Generation(job(), provider, make_buffer("none", 1, 1), sink,
+                     prefix="hello", prior_tokens=4).run()
+    assert provider.prefixes == ["hello"]
+    assert sink.terminal is not None
+    assert sink.terminal[1]["sha256"] == hashlib.sha256(b"hello world").hexdigest()
+    assert sink.terminal[1]["tokens"] == 5
+
+
+async def test_simulated_provider_continues_after_a_prefix() -> None:
+    provider = SimulatedProvider(tokens_per_second=5000, first_token_delay=0)
+    full = "".join(simulated_tokens("q", 120))
+    for cut in (0, 1, 7, len(full) - 1):
+        sink = ListSink()
+        await Generation(job(), provider, make_buffer("none", 1, 1), sink,
+                         prefix=full[:cut]).run()
+        assert full[:cut] + sink.text == full
 
 
 async def test_unexpected_provider_failure_still_ends_the_stream() -> None:

@@ -21,19 +21,24 @@ class Delta:
 class UpstreamError(Exception):
     """The LLM call failed; ``code`` goes to clients in the ``error`` event."""
 
-    def __init__(self, code: str, message: str, retryable: bool) -> None:
+    def __init__(
+        self, code: str, message: str, retryable: bool, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds the server asked us to wait
 
 
 class Provider(Protocol):
     name: str
 
-    def stream(self, job: Job) -> AsyncIterator[Delta]:
-        """Yield the completion. Closing the iterator early closes the upstream call.
-        A stream that ends without a ``finish_reason`` raises ``UpstreamError``."""
+    def stream(self, job: Job, prefix: str = "") -> AsyncIterator[Delta]:
+        """Yield the completion — with a ``prefix``, only what follows it (the
+        ``continue`` recovery mode). Closing the iterator early closes the
+        upstream call. A stream that ends without a ``finish_reason`` raises
+        ``UpstreamError``."""
         ...
 
     async def aclose(self) -> None: ...

@@ -14,8 +14,14 @@ from tokenwire.worker.providers.base import Delta, UpstreamError
 
 
 class OpenAIProvider:
-    """One ``AsyncOpenAI`` per process. The SDK retries failed requests itself
-    (``openai_max_retries``) before the first byte; nothing here retries again."""
+    """One ``AsyncOpenAI`` per process. The SDK's own retries are off: the
+    generation loop retries in one place (``upstream_retries``), honouring
+    ``Retry-After``, and knows whether text was already sent.
+
+    A continuation (``prefix``) sends the text so far as a trailing assistant
+    message with ``continue_final_message`` — the vLLM/SGLang convention for
+    continuing a partial answer; a server without it will answer from scratch,
+    so use the ``continue`` recovery mode only with one that has it."""
 
     name = "openai"
 
@@ -24,17 +30,21 @@ class OpenAIProvider:
         self._client = AsyncOpenAI(
             api_key=key,
             base_url=settings.openai_base_url,
-            max_retries=settings.openai_max_retries,
+            max_retries=0,
             timeout=settings.openai_timeout_seconds,
         )
 
-    async def stream(self, job: Job) -> AsyncIterator[Delta]:
+    async def stream(self, job: Job, prefix: str = "") -> AsyncIterator[Delta]:
         params: dict[str, Any] = {
             "model": job.model,
             "messages": job.messages,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if prefix:
+            params["messages"] = [*job.messages, {"role": "assistant", "content": prefix}]
+            params["extra_body"] = {"continue_final_message": True,
+                                    "add_generation_prompt": False}
         if job.max_tokens is not None:
             params["max_tokens"] = job.max_tokens
         if job.temperature is not None:
@@ -55,8 +65,9 @@ class OpenAIProvider:
                     if text or choice.finish_reason or usage:
                         yield Delta(text=text, finish_reason=choice.finish_reason, usage=usage)
         except openai.APIStatusError as exc:
-            retryable = exc.status_code == 429 or exc.status_code >= 500
-            raise UpstreamError(f"upstream_{exc.status_code}", str(exc.message), retryable) from exc
+            retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
+            raise UpstreamError(f"upstream_{exc.status_code}", str(exc.message), retryable,
+                                _retry_after(exc.response.headers)) from exc
         except openai.APITimeoutError as exc:
             raise UpstreamError("upstream_timeout", "the model server timed out", True) from exc
         except openai.APIConnectionError as exc:
@@ -70,3 +81,16 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _retry_after(headers: Any) -> float | None:
+    """``Retry-After`` (seconds) or ``retry-after-ms``, capped at a minute."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return min(max(float(value) * scale, 0.0), 60.0)
+        except ValueError:
+            return None  # an HTTP date: rare from LLM servers; use our own backoff
+    return None

@@ -13,7 +13,7 @@ import random
 from collections.abc import AsyncIterator
 
 from tokenwire.jobs import Job
-from tokenwire.worker.providers.base import Delta
+from tokenwire.worker.providers.base import Delta, UpstreamError
 
 _WORDS = (
     "stream token edge worker valkey cursor resume epoch buffer latency "
@@ -52,12 +52,14 @@ class SimulatedProvider:
         self._interval = 1.0 / tokens_per_second
         self._first_token_delay = first_token_delay
 
-    async def stream(self, job: Job) -> AsyncIterator[Delta]:
+    async def stream(self, job: Job, prefix: str = "") -> AsyncIterator[Delta]:
         prompt = "\n".join(m["content"] for m in job.messages)
         limit = job.max_tokens
         planned = simulated_tokens(prompt, _DEFAULT_LENGTH)
         tokens = planned if limit is None else planned[:limit]
         finish_reason = "length" if limit is not None and limit < len(planned) else "stop"
+        if prefix:
+            tokens = _after_prefix(tokens, prefix)
         loop = asyncio.get_running_loop()
         start = loop.time() + self._first_token_delay
         for index, token in enumerate(tokens):
@@ -72,3 +74,18 @@ class SimulatedProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _after_prefix(tokens: list[str], prefix: str) -> list[str]:
+    """The tokens that follow ``prefix`` (a token straddling its end is cut)."""
+    text = "".join(tokens)
+    if not text.startswith(prefix):
+        raise UpstreamError("continue_mismatch", "the text so far is not this model's", False)
+    skip, rest = len(prefix), []
+    for token in tokens:
+        if skip >= len(token):
+            skip -= len(token)
+            continue
+        rest.append(token[skip:])
+        skip = 0
+    return rest
