@@ -36,7 +36,7 @@ async def run(redis_url: str, ids: list[str], rate: float, seconds: float, done:
         job = Job(stream_id=stream_id, messages=[{"role": "user", "content": "bench"}],
                   model="bench", buffer="none", created_at_ms=0)
         await store.create(job, None, "bench")
-        began = await store.begin(stream_id, "bench-producer", "bench")
+        began = await store.begin(job, f"bench-{stream_id}", "bench-producer")
         assert isinstance(began, Attempt)
         attempts.append(began)
     await redis.delete("tw:jobs")  # nobody works these; keep the queue clean

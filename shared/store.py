@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from tokenwire import keys
 from tokenwire.errors import (
@@ -46,14 +46,16 @@ def _load_script(name: str, *, allow_oom: bool = False) -> str:
     """A script with the shared prelude. ``allow_oom``: it may run when Redis is
     out of memory (``maxmemory``), so a generation can still end visibly."""
     folder = resources.files("tokenwire") / "scripts"
-    shebang = "#!lua flags=allow-oom\n" if allow_oom else ""
+    # With a shebang Redis checks memory before a script runs (not at its first
+    # write), so a refused script has written nothing.
+    shebang = "#!lua flags=allow-oom\n" if allow_oom else "#!lua\n"
     prelude = (folder / "prelude.lua").read_text()
     return shebang + prelude + "\n" + (folder / f"{name}.lua").read_text()
 
 
 def is_out_of_memory(exc: ResponseError) -> bool:
     """Redis refused a write because it reached ``maxmemory``."""
-    return str(exc).startswith("OOM")
+    return isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class StreamMeta:
     created_at_ms: int
     finished_at_ms: int | None
     final: dict[str, Any] | None
+    idle_cancel_ms: int | None = None  # the job's on_disconnect: cancel_after
 
     @property
     def finished(self) -> bool:
@@ -89,6 +92,7 @@ class StreamMeta:
             created_at_ms=int(raw.get("created_at", 0)),
             finished_at_ms=int(raw["finished_at"]) if "finished_at" in raw else None,
             final=Event("", 0, "", final).payload() if final else None,
+            idle_cancel_ms=int(raw["idle_cancel_ms"]) if "idle_cancel_ms" in raw else None,
         )
 
 
@@ -149,6 +153,14 @@ class StreamStore:
         self._append_final = redis.register_script(_load_script("append", allow_oom=True))
         self._cancel = redis.register_script(_load_script("cancel", allow_oom=True))
         self._touch = redis.register_script(_load_script("touch"))
+
+    async def load_scripts(self) -> None:
+        """Load every script now: loading one later (``SCRIPT LOAD`` on first use)
+        is refused when Redis is out of memory, just when the terminal write
+        must get through. Redis forgets them on restart; they reload on use."""
+        for script in (self._begin, self._append, self._append_final, self._cancel,
+                       self._touch):
+            await self._redis.script_load(script.script)
 
     # --- creating (edge) -------------------------------------------------------
 
@@ -313,10 +325,13 @@ class StreamStore:
         tokens_delta: int = 0,
     ) -> bool:
         """Append ``batch`` as seqs ``first_seq...``; returns whether a cancel was
-        requested. Raises a ``WriteRejected`` when this attempt may not write."""
-        reply = await self._append(keys=keys.stream_keys(attempt.stream_id),
-                                   args=self._append_args(attempt, first_seq, batch,
-                                                          final_status, tokens_delta))
+        requested. Raises a ``WriteRejected`` when this attempt may not write.
+        The terminal batch (``final_status``) goes through even when Redis is out
+        of memory: a generation must be able to end visibly."""
+        script = self._append_final if final_status else self._append
+        reply = await script(keys=keys.stream_keys(attempt.stream_id),
+                             args=self._append_args(attempt, first_seq, batch,
+                                                    final_status, tokens_delta))
         return self._append_outcome(attempt, first_seq, reply)
 
     async def append_many(

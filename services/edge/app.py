@@ -13,6 +13,7 @@ from tokenwire.edge.errors import WS_SERVICE_RESTART, error_middleware
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.routes import setup_routes
+from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.redis_client import create_redis
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
@@ -37,13 +38,19 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
         redis = shared if shared is not None else create_redis(
             settings, "tw-edge", settings.edge_redis_max_connections)
         hub = Hub(redis, settings.subscriber_queue_size)
+        store = StreamStore(redis, settings)
+        viewers = ViewerReporter(store, settings.watch_touch_seconds)
         app[appkeys.REDIS] = redis
-        app[appkeys.STORE] = StreamStore(redis, settings)
+        app[appkeys.STORE] = store
         app[appkeys.HUB] = hub
+        app[appkeys.VIEWERS] = viewers
         app[appkeys.METRICS].watch_hub(lambda: hub.channels, lambda: hub.subscribers,
                                        lambda: hub.messages_received)
         await hub.start()
+        await store.load_scripts()
+        viewers.start()
         yield
+        await viewers.close()
         await hub.close()
         if shared is None:
             await redis.aclose()

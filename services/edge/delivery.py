@@ -8,8 +8,9 @@ with a send timeout. Outcomes, and what the client sees:
 - the client is a slow consumer: SSE ``error`` event ``slow_consumer``
   (retryable, no ``id``: the client's cursor stays at what it received) /
   WebSocket close 4408; it resumes from its cursor;
-- Redis failed mid-stream: the response ends without a terminal event
-  (WebSocket 1011); the client resumes on any edge;
+- Redis failed mid-stream: the client is held (pings continue) while the
+  follower retries; after ``edge_redis_outage_seconds`` the response ends
+  without a terminal event (WebSocket 1011) and the client resumes on any edge;
 - the edge drains: SSE ends with a ``retry:`` spread over the drain window /
   WebSocket close 1012.
 """
@@ -21,6 +22,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
@@ -64,11 +66,27 @@ async def relay(follower: Follower, settings: Settings,
     outbox = Outbox(settings.client_backlog_chars, settings.slow_consumer_seconds)
 
     async def fill() -> None:
-        try:
-            async for event in follower.events():
-                await outbox.put(event)
-        except (SlowConsumer, *TRANSPORT_ERRORS) as exc:
-            outbox.fail(exc)
+        # While Redis is unreachable the client is held (pings go on) and the
+        # follower retries from its position; past the outage budget, it fails.
+        outage_began: float | None = None
+        while True:
+            try:
+                async for event in follower.events():
+                    outage_began = None
+                    await outbox.put(event)
+                return
+            except SlowConsumer as exc:
+                outbox.fail(exc)
+                return
+            except TRANSPORT_ERRORS as exc:
+                now = time.monotonic()
+                outage_began = outage_began or now
+                if now - outage_began >= settings.edge_redis_outage_seconds:
+                    outbox.fail(exc)
+                    return
+                log.warning("redis unavailable mid-stream, holding the client: %s", exc,
+                            extra={"stream_id": follower.stream_id})
+                await asyncio.sleep(random.uniform(0.5, 1.5))
 
     filler = asyncio.create_task(fill(), name=f"follow-{follower.stream_id}")
     try:

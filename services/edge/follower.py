@@ -14,20 +14,28 @@ no longer kept). ``reset`` carries ``<epoch>.0``: nothing of the new epoch seen.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 
 from tokenwire import events as ev
 from tokenwire.cursor import Cursor
 from tokenwire.edge.hub import Hub
+from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.errors import StreamGone, StreamNotFound
 from tokenwire.events import Event
-from tokenwire.store import StreamStore
+from tokenwire.store import StreamMeta, StreamStore
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+#: A stream record that vanished under a client (Redis restarted empty) is
+#: rebuilt by its worker at its next write; wait this long for it before
+#: telling the client it is gone.
+RECORD_REBUILD_GRACE = 5.0
 
 
 class StreamComplete(Exception):
@@ -44,9 +52,13 @@ class Follower:
         *,
         idle_resync: float,
         want_snapshot: bool = False,
+        viewers: ViewerReporter | None = None,
     ) -> None:
+        """``viewers``: report this client as watching (streams with an
+        ``on_disconnect`` policy only)."""
         self._store = store
         self._hub = hub
+        self._viewers = viewers
         self.stream_id = stream_id
         self.epoch = position.epoch if position else None
         self.seq = position.seq if position else 0
@@ -57,12 +69,14 @@ class Follower:
 
     @classmethod
     async def open(
-        cls, store: StreamStore, hub: Hub, stream_id: str, position: Cursor | None,
-        *, idle_resync: float, want_snapshot: bool = False,
+        cls, store: StreamStore, hub: Hub, viewers: ViewerReporter, stream_id: str,
+        position: Cursor | None, *, idle_resync: float, want_snapshot: bool = False,
     ) -> Follower:
         """Check that there is something to follow before a response starts:
         raises ``StreamNotFound`` (404), ``StreamGone`` (410), ``StreamComplete`` (204)."""
         meta = await store.meta(stream_id)
+        if meta is None and position is not None:
+            meta = await _rebuilt_record(store, stream_id)
         if meta is None:
             # A client that holds a cursor saw this stream: its record expired.
             raise StreamGone() if position else StreamNotFound()
@@ -71,11 +85,15 @@ class Follower:
             if at_end or not await store.events_exist(stream_id):
                 raise StreamComplete()
         return cls(store, hub, stream_id, position, idle_resync=idle_resync,
-                   want_snapshot=want_snapshot)
+                   want_snapshot=want_snapshot,
+                   viewers=viewers if meta.idle_cancel_ms is not None else None)
 
     async def events(self) -> AsyncIterator[Event]:
         """Yield events until (and including) the terminal one."""
-        async with self._hub.subscribe(self.stream_id) as live:
+        async with contextlib.AsyncExitStack() as stack:
+            live = await stack.enter_async_context(self._hub.subscribe(self.stream_id))
+            if self._viewers is not None:
+                await stack.enter_async_context(self._viewers.watching(self.stream_id))
             async for event in self._replay():
                 yield event
             while not self.finished:
@@ -99,8 +117,10 @@ class Follower:
     async def _replay(self) -> AsyncIterator[Event]:
         """Bring the client level with Redis."""
         meta = await self._store.meta(self.stream_id)
+        if meta is None:
+            meta = await _rebuilt_record(self._store, self.stream_id)
         if meta is None or meta.epoch is None:
-            self.finished = meta is None  # expired mid-follow: the client will get 410
+            self.finished = meta is None  # gone mid-follow: the client will get 410
             return
         if self.epoch is not None and (self.epoch != meta.epoch or self.seq > meta.last_seq):
             reason = "new_attempt" if self.epoch != meta.epoch else "cursor_ahead"
@@ -149,3 +169,15 @@ class Follower:
         log.info("reset %s", reason, extra={"stream_id": self.stream_id})
         self.epoch, self.seq = epoch, 0
         return ev.reset(epoch, reason)
+
+
+async def _rebuilt_record(store: StreamStore, stream_id: str) -> StreamMeta | None:
+    """Wait (bounded) for a vanished stream record to be rebuilt by its worker."""
+    give_up_at = time.monotonic() + RECORD_REBUILD_GRACE
+    while time.monotonic() < give_up_at:
+        await asyncio.sleep(0.25)
+        meta = await store.meta(stream_id)
+        if meta is not None:
+            log.info("stream record rebuilt", extra={"stream_id": stream_id})
+            return meta
+    return None

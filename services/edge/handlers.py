@@ -181,6 +181,6 @@ async def _follower(
 ) -> Follower:
     app = request.app
     return await Follower.open(
-        app[appkeys.STORE], app[appkeys.HUB], stream_id, position,
+        app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
         idle_resync=app[appkeys.SETTINGS].idle_resync_seconds, want_snapshot=want_snapshot,
     )

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.metrics import EdgeMetrics
+from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
 
@@ -18,6 +19,7 @@ REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", StreamStore)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", EdgeMetrics)
+VIEWERS = web.AppKey("viewers", ViewerReporter)
 
 
 class Lifecycle:

@@ -74,6 +74,7 @@ class Worker:
 
     async def startup(self) -> None:
         await self._queue.ensure_group()
+        await self._store.load_scripts()
         self._helpers = [
             asyncio.create_task(self._refresh_claims(), name="refresh-claims"),
             asyncio.create_task(self._listen_for_cancels(), name="cancel-listener"),

@@ -1,0 +1,70 @@
+"""Which streams this edge is delivering to someone, reported to Redis.
+
+A job may say ``on_disconnect: cancel_after=<seconds>``: nobody watched it for
+that long, on any edge, so stop paying for its tokens. Every edge records
+``seen_at`` on the meta hash of such streams while it has at least one client
+on them (at once when the first arrives, then every ``interval``); the append
+script compares it with the clock and flags the cancel. A disconnect alone
+never cancels anything. Only streams with that policy are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+
+from redis.exceptions import RedisError
+
+from tokenwire.redis_client import TRANSPORT_ERRORS
+from tokenwire.store import StreamStore
+
+log = logging.getLogger(__name__)
+
+
+class ViewerReporter:
+    def __init__(self, store: StreamStore, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._viewers: Counter[str] = Counter()
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def reported_streams(self) -> int:
+        return len(self._viewers)
+
+    def start(self) -> None:
+        self._ticker = asyncio.create_task(self._report_every_interval(), name="viewers")
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    @contextlib.asynccontextmanager
+    async def watching(self, stream_id: str) -> AsyncIterator[None]:
+        """A client is receiving ``stream_id`` for the duration of the block."""
+        self._viewers[stream_id] += 1
+        if self._viewers[stream_id] == 1:
+            await self._report([stream_id])
+        try:
+            yield
+        finally:
+            self._viewers[stream_id] -= 1
+            if self._viewers[stream_id] <= 0:
+                del self._viewers[stream_id]
+
+    async def _report_every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if self._viewers:
+                await self._report(list(self._viewers))
+
+    async def _report(self, stream_ids: list[str]) -> None:
+        try:
+            await self._store.touch(stream_ids)
+        except (*TRANSPORT_ERRORS, RedisError) as exc:  # next tick tries again
+            log.warning("could not report viewers: %s", exc)
