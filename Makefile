@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint browser bench clean
+.PHONY: run test lint browser bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required"; exit 1; }
@@ -46,6 +46,12 @@ lint: $(STAMP)
 ## BENCH_ARGS=--quick for a scaled-down run. Writes bench/results/<date>.{json,md,png}.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## The full fault matrix (every scenario of issue #4, about 5 min): kills,
+## pauses and restarts real processes on 127.0.0.1; exits non-zero on any
+## violation. make test runs the fast scenarios. CHAOS_ARGS=--only NAME ...
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
