@@ -53,12 +53,14 @@ class Follower:
         idle_resync: float,
         want_snapshot: bool = False,
         viewers: ViewerReporter | None = None,
+        cancel_after: float = 0.0,
     ) -> None:
-        """``viewers``: report this client as watching (streams with an
-        ``on_disconnect`` policy only)."""
+        """``viewers``: report this client as watching (streams whose job
+        cancels them ``cancel_after`` seconds after the last viewer left)."""
         self._store = store
         self._hub = hub
         self._viewers = viewers
+        self._cancel_after = cancel_after
         self.stream_id = stream_id
         self.epoch = position.epoch if position else None
         self.seq = position.seq if position else 0
@@ -86,14 +88,16 @@ class Follower:
                 raise StreamComplete()
         return cls(store, hub, stream_id, position, idle_resync=idle_resync,
                    want_snapshot=want_snapshot,
-                   viewers=viewers if meta.idle_cancel_ms is not None else None)
+                   viewers=viewers if meta.idle_cancel_ms is not None else None,
+                   cancel_after=(meta.idle_cancel_ms or 0) / 1000)
 
     async def events(self) -> AsyncIterator[Event]:
         """Yield events until (and including) the terminal one."""
         async with contextlib.AsyncExitStack() as stack:
             live = await stack.enter_async_context(self._hub.subscribe(self.stream_id))
             if self._viewers is not None:
-                await stack.enter_async_context(self._viewers.watching(self.stream_id))
+                await stack.enter_async_context(
+                    self._viewers.watching(self.stream_id, self._cancel_after))
             async for event in self._replay():
                 yield event
             while not self.finished:

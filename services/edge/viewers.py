@@ -3,9 +3,11 @@
 A job may say ``on_disconnect: cancel_after=<seconds>``: nobody watched it for
 that long, on any edge, so stop paying for its tokens. Every edge records
 ``seen_at`` on the meta hash of such streams while it has at least one client
-on them (at once when the first arrives, then every ``interval``); the append
-script compares it with the clock and flags the cancel. A disconnect alone
-never cancels anything. Only streams with that policy are reported.
+on them (at once when the first arrives, then every ``interval`` — or a third
+of the shortest ``cancel_after`` watched, so a watched stream is never taken
+for abandoned between two reports); the append script compares ``seen_at``
+with the clock and flags the cancel. A disconnect alone never cancels
+anything. Only streams with that policy are reported.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class ViewerReporter:
         self._store = store
         self._interval = interval
         self._viewers: Counter[str] = Counter()
+        self._cancel_after: dict[str, float] = {}  # seconds, per watched stream
+        self._new_stream = asyncio.Event()  # the ticker may need a shorter period
         self._ticker: asyncio.Task[None] | None = None
 
     @property
@@ -45,10 +49,13 @@ class ViewerReporter:
                 await self._ticker
 
     @contextlib.asynccontextmanager
-    async def watching(self, stream_id: str) -> AsyncIterator[None]:
-        """A client is receiving ``stream_id`` for the duration of the block."""
+    async def watching(self, stream_id: str, cancel_after: float) -> AsyncIterator[None]:
+        """A client is receiving ``stream_id`` (whose job cancels it after
+        ``cancel_after`` seconds unwatched) for the duration of the block."""
         self._viewers[stream_id] += 1
+        self._cancel_after[stream_id] = cancel_after
         if self._viewers[stream_id] == 1:
+            self._new_stream.set()
             await self._report([stream_id])
         try:
             yield
@@ -56,10 +63,16 @@ class ViewerReporter:
             self._viewers[stream_id] -= 1
             if self._viewers[stream_id] <= 0:
                 del self._viewers[stream_id]
+                del self._cancel_after[stream_id]
 
     async def _report_every_interval(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            shortest = min(self._cancel_after.values(), default=self._interval * 3)
+            period = max(0.05, min(self._interval, shortest / 3))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period):
+                    await self._new_stream.wait()
+            self._new_stream.clear()
             if self._viewers:
                 await self._report(list(self._viewers))
 

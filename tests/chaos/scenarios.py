@@ -405,7 +405,7 @@ async def abandoned_streams_stop(run: Run) -> None:
     run.watch(handed_over, 1, drop=0.0)
     run.fault("no viewer; viewers on both edges, one leaves; on_disconnect continue")
     await leaving
-    await run.finish()
+    await run.finish(code="stop")  # watched (on some edge) all along: not cancelled
     await run.wait_for_meta(unwatched, "status", equal="cancelled")
     await run.wait_for_meta(default, "status", equal="done")
     for stream_id in (unwatched, default):
