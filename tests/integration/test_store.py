@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 
@@ -17,18 +19,20 @@ from tokenwire.errors import (
     StreamNotRunning,
 )
 from tokenwire.events import dumps
+from tokenwire.jobs import Job
 from tokenwire.settings import Settings
-from tokenwire.store import Attempt, NoWork, PendingEvent, StreamStore
+from tokenwire.store import Attempt, Dead, NoWork, PendingEvent, StreamStore
 
 
 def token(content: str) -> PendingEvent:
     return PendingEvent("token", dumps({"content": content}), content)
 
 
-async def started(store: StreamStore) -> Attempt:
-    job = new_job()
+async def started(store: StreamStore, job: Job | None = None) -> Attempt:
+    """A created stream whose first attempt began (queue entry ``1-0``, worker w1)."""
+    job = job or new_job()
     await store.create(job, None, "fp")
-    attempt = await begin_attempt(store, job.stream_id, "w1")
+    attempt = await store.begin(job, "1-0", "w1")
     assert isinstance(attempt, Attempt)
     return attempt
 
@@ -178,3 +182,84 @@ async def test_append_many_writes_each_stream_and_reports_each_outcome(
     assert isinstance(outcomes[2], StreamLost)
     texts = [(await store.snapshot(a.stream_id)).text for a in (first, second)]  # type: ignore[union-attr]
     assert texts == ["a", "b"]
+
+
+# --- attempts: what begin decides ------------------------------------------------------
+
+
+async def test_an_attempt_that_wrote_only_start_is_continued_without_reset(
+    redis: Redis, settings: Settings
+) -> None:
+    store = StreamStore(redis, settings)
+    first = await started(store)
+    second = await begin_attempt(store, first.stream_id, "w2")
+    assert isinstance(second, Attempt)
+    assert second.epoch == first.epoch and second.attempt == 2 and second.last_seq == 1
+    with pytest.raises(FencedWrite):  # the first attempt is still fenced off
+        await store.append(first, 2, [token("late")])
+
+
+async def test_continue_mode_keeps_the_epoch_and_its_text(redis: Redis, redis_url: str) -> None:
+    store = StreamStore(redis, make_settings(redis_url, recovery_mode="continue"))
+    first = await started(store)
+    await store.append(first, 2, [token("Hello, ")], tokens_delta=2)
+    second = await begin_attempt(store, first.stream_id, "w2")
+    assert isinstance(second, Attempt)
+    assert (second.epoch, second.last_seq, second.text, second.tokens) == (
+        first.epoch, 2, "Hello, ", 2)
+    await store.append(second, 3, [token("world")])
+    snap = await store.snapshot(first.stream_id)
+    assert snap is not None and snap.text == "Hello, world"
+
+
+async def test_a_job_out_of_attempts_ends_its_stream_with_an_error(
+    redis: Redis, redis_url: str
+) -> None:
+    store = StreamStore(redis, make_settings(redis_url, max_attempts=2))
+    job = new_job()
+    await store.create(job, None, "fp")
+    for owner in ("w1", "w2"):
+        assert isinstance(await store.begin(job, "1-0", owner), Attempt)
+    assert await store.begin(job, "1-0", "w3", last_failure="upstream_503") == Dead(2)
+    meta = await store.meta(job.stream_id)
+    assert meta is not None and meta.status == "error"
+    assert meta.final is not None and meta.final["code"] == "upstream_503"
+    events = await store.read_events(job.stream_id, 0, 10)
+    assert [e.type for e in events] == ["start", "error"]
+
+
+async def test_a_second_queue_entry_for_the_same_stream_does_not_run(
+    redis: Redis, settings: Settings
+) -> None:
+    store = StreamStore(redis, settings)
+    job = new_job()
+    await started(store, job)
+    assert await store.begin(job, "2-0", "w2") == NoWork("1-0")
+
+
+async def test_a_lost_record_is_rebuilt_only_when_the_worker_says_so(
+    redis: Redis, settings: Settings
+) -> None:
+    store = StreamStore(redis, settings)
+    job = new_job()
+    first = await started(store, job)
+    await redis.flushall()  # Redis restarted empty
+    with pytest.raises(StreamLost):
+        await store.append(first, 2, [token("x")])
+    assert await store.begin(job, "1-0", "w1") == NoWork("missing")
+    rebuilt = await store.begin(job, "1-0", "w1", recreate=True)
+    assert isinstance(rebuilt, Attempt) and rebuilt.epoch != first.epoch
+    meta = await store.meta(job.stream_id)
+    assert meta is not None and meta.status == "running" and meta.model == job.model
+
+
+async def test_an_unwatched_stream_with_cancel_after_is_cancelled_at_its_next_write(
+    redis: Redis, settings: Settings
+) -> None:
+    store = StreamStore(redis, settings)
+    watched, unwatched = new_job(idle_cancel_ms=300), new_job(idle_cancel_ms=300)
+    attempts = [await started(store, job) for job in (watched, unwatched)]
+    await asyncio.sleep(0.4)
+    await store.touch([watched.stream_id])
+    assert await store.append(attempts[0], 2, [token("a")]) is False
+    assert await store.append(attempts[1], 2, [token("a")]) is True
