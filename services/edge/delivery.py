@@ -64,6 +64,7 @@ async def relay(follower: Follower, settings: Settings,
     ``send`` gets everything queued at once (one socket write for SSE).
     Raises ``SlowConsumer``, or a Redis transport error."""
     outbox = Outbox(settings.client_backlog_chars, settings.slow_consumer_seconds)
+    follower.send_live_to(outbox.offer)  # in-order live events skip the filler task
 
     async def fill() -> None:
         # While Redis is unreachable the client is held (pings go on) and the

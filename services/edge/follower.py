@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from tokenwire import events as ev
 from tokenwire.cursor import Cursor
@@ -68,6 +68,10 @@ class Follower:
         self._idle_resync = idle_resync * random.uniform(0.75, 1.25)
         self._want_snapshot = want_snapshot
         self.finished = False
+        # The live hot path (see ``send_live_to``); None: every event goes
+        # through ``events()``.
+        self._emit: Callable[[Event], bool] | None = None
+        self._taken_directly = 0
 
     @classmethod
     async def open(
@@ -91,8 +95,16 @@ class Follower:
                    viewers=viewers if meta.idle_cancel_ms is not None else None,
                    cancel_after=(meta.idle_cancel_ms or 0) / 1000)
 
+    def send_live_to(self, emit: Callable[[Event], bool]) -> None:
+        """While ``events()`` waits for live events, in-order ones are handed to
+        ``emit`` straight from the hub (it returns False when it has no room):
+        no task switch per event. Everything else — gaps, other epochs, a full
+        outbox — still goes through ``events()``."""
+        self._emit = emit
+
     async def events(self) -> AsyncIterator[Event]:
-        """Yield events until (and including) the terminal one."""
+        """Yield events until (and including) the terminal one (minus those
+        handed to ``send_live_to``'s callback)."""
         async with contextlib.AsyncExitStack() as stack:
             live = await stack.enter_async_context(self._hub.subscribe(self.stream_id))
             if self._viewers is not None:
@@ -101,7 +113,15 @@ class Follower:
             async for event in self._replay():
                 yield event
             while not self.finished:
-                incoming = await live.get(self._idle_resync)
+                taken_before = self._taken_directly
+                if self._emit is not None:
+                    live.direct = self._take_live
+                try:
+                    incoming = await live.get(self._idle_resync)
+                finally:
+                    live.direct = None
+                if incoming is None and not live.lagged and self._taken_directly > taken_before:
+                    continue  # not quiet: events went the direct way
                 if incoming is not None and incoming.epoch == self.epoch:
                     if incoming.seq <= self.seq:
                         continue  # already sent during replay
@@ -112,6 +132,18 @@ class Follower:
                     live.recover()
                 async for event in self._replay():
                     yield event
+
+    def _take_live(self, event: Event) -> bool:
+        """The hot path, called by the hub while ``events()`` waits."""
+        if event.epoch != self.epoch or self.finished:
+            return False
+        if event.seq <= self.seq:
+            return True  # already sent
+        if event.seq != self.seq + 1 or self._emit is None or not self._emit(event):
+            return False
+        self._advance(event)
+        self._taken_directly += 1
+        return True
 
     def _advance(self, event: Event) -> Event:
         self.epoch, self.seq = event.epoch, event.seq

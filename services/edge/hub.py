@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 
 
 class Subscription:
-    """A local subscriber's view of one stream's live events."""
+    """A local subscriber's view of one stream's live events.
+
+    ``direct``, while set, is offered each event before it is queued: the
+    hot path, where a reader parked on ``get`` takes an in-order event
+    synchronously (no task switch). It returns False for anything it does not
+    take (out of order, no room), which is then queued as usual."""
 
     def __init__(self, stream_id: str, maxsize: int) -> None:
         self.stream_id = stream_id
@@ -38,9 +43,12 @@ class Subscription:
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize + 1)
         self._maxsize = maxsize
         self.lagged = False
+        self.direct: Callable[[Event], bool] | None = None
 
     def deliver(self, event: Event) -> None:
         if self.lagged:
+            return
+        if self.direct is not None and self._queue.empty() and self.direct(event):
             return
         if self._queue.qsize() >= self._maxsize:
             self.mark_lagged()

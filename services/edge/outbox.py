@@ -79,6 +79,17 @@ class Outbox:
                     await self._writable.wait()
             except TimeoutError as exc:
                 raise SlowConsumer() from exc
+        self._push(event)
+
+    def offer(self, event: Event) -> bool:
+        """Queue ``event`` if there is room now; False when the backlog is full
+        (the caller then takes the waiting path, ``put``)."""
+        if not self._writable.is_set() or self._error is not None:
+            return False
+        self._push(event)
+        return True
+
+    def _push(self, event: Event) -> None:
         last = self._items[-1] if self._items else None
         if event.type == "token" and last is not None and last.epoch == event.epoch:
             if isinstance(last, _TokenRun):
