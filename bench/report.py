@@ -30,11 +30,13 @@ def markdown(payload: dict[str, Any]) -> str:
         f"### Benchmark {payload['when']}{' (quick)' if payload['quick'] else ''}",
         "",
         f"Machine: {m['cpus']} CPUs, {m['memory_gib']} GiB, {m['platform']}, "
-        f"Python {m['python']}. Valkey, producer, edge and load generator share it.",
+        f"Python {m['python']}. Valkey, producer, edge and load generator share it "
+        "(box CPU %: all cores, all processes, 100 = every core busy).",
         "",
         "| scenario | design | clients | tok/s delivered | frames/token | p50 ms | p99 ms "
-        "| p99.9 ms | edge CPU % | edge RSS MiB | KiB/conn | Redis conns | reads/event |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p99.9 ms | edge CPU % | box CPU % | edge RSS MiB | KiB/conn | Redis conns "
+        "| reads/event |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lat = r["latency_ms"]
@@ -42,7 +44,8 @@ def markdown(payload: dict[str, Any]) -> str:
             f"| {r['scenario']} | {r['design']} | {r['connected']}/{r['clients']} "
             f"| {r['tokens_per_second']:g} | {r['frames_per_token']:g} "
             f"| {lat.get('p50', '-')} | {lat.get('p99', '-')} | {lat.get('p99.9', '-')} "
-            f"| {r['edge_cpu_percent']:g} | {r['edge_rss_mib']:g} "
+            f"| {r['edge_cpu_percent']:g} | {r.get('box_cpu_percent', '-')} "
+            f"| {r['edge_rss_mib']:g} "
             f"| {r['rss_per_connection_kib']:g} | {r['redis_connections']} "
             f"| {r['redis_reads_per_event'] if r['tokens_per_second'] > 1 else '-'} |")
     lines += ["", "Tokenwire relative to the references (same scenario, same run):", "",
