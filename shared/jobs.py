@@ -40,6 +40,15 @@ class JobRequest(BaseModel):
             raise ValueError("give exactly one of 'messages' or 'prompt'")
         return self
 
+    @model_validator(mode="after")
+    def _cancel_after_at_least_a_second(self) -> JobRequest:
+        # Edges report viewers a few times a second at most; less would cancel
+        # streams that are being watched.
+        idle = self.idle_cancel_ms()
+        if idle is not None and idle < 1000:
+            raise ValueError("on_disconnect cancel_after must be at least 1 second")
+        return self
+
     def chat_messages(self) -> list[dict[str, str]]:
         if self.messages is not None:
             return [m.model_dump() for m in self.messages]

@@ -26,10 +26,19 @@ def test_prompt_or_messages() -> None:
     {"prompt": "a", "unknown": 1},
     {"prompt": "a", "model": "has space"},
     {"prompt": "a", "metadata": {"nested": {"no": 1}}},
+    {"prompt": "a", "on_disconnect": "cancel"},
+    {"prompt": "a", "on_disconnect": "cancel_after=0.5"},
+    {"prompt": "a", "on_disconnect": "cancel_after=-3"},
 ])
 def test_invalid_jobs_are_rejected(body: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         JobRequest.model_validate(body)
+
+
+def test_on_disconnect_policies() -> None:
+    assert JobRequest(prompt="a").idle_cancel_ms() is None
+    assert JobRequest(prompt="a", on_disconnect="continue").idle_cancel_ms() is None
+    assert JobRequest(prompt="a", on_disconnect="cancel_after=2.5").idle_cancel_ms() == 2500
 
 
 def test_settings_read_prefixed_env_and_common_names(monkeypatch: pytest.MonkeyPatch) -> None:
