@@ -85,7 +85,12 @@ class Transcript:
 
 
 async def parse_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, str, str]]:
-    """Yield ``(id, event, data)`` per the SSE spec (comments and ``retry:`` skipped)."""
+    """Yield ``(id, event, data)`` per SSE message (comments and ``retry:`` skipped).
+
+    ``id`` is the message's own id, None when it has none — unlike
+    EventSource, which repeats the last one. Tokenwire sends an id with every
+    stream event; only the ``slow_consumer`` notice has none: it is not part of
+    the stream, and the response ends after it."""
     event_id: str | None = None
     event_type, data_lines = "message", list[str]()
     async for raw in content:
@@ -93,7 +98,7 @@ async def parse_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | 
         if not line:
             if data_lines:
                 yield event_id, event_type, "\n".join(data_lines)
-            event_type, data_lines = "message", []
+            event_id, event_type, data_lines = None, "message", []
             continue
         if line.startswith(":"):
             continue
@@ -163,7 +168,8 @@ class TokenwireClient:
         self, stream_id: str, last_event_id: str | None = None
     ) -> AsyncIterator[ClientEvent]:
         """One SSE connection's events (no reconnect). Ends at the terminal event,
-        when the server closes, or at once on 204."""
+        when the server closes (after a ``slow_consumer`` notice, too: resume
+        from ``last_event_id``), or at once on 204."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         url = f"{self.base_url}/v1/streams/{stream_id}/events"
         async with self.session.get(url, headers=headers,
@@ -173,7 +179,9 @@ class TokenwireClient:
             if response.status != 200:
                 raise TokenwireError(response.status, await response.text())
             async for event_id, event_type, data in parse_sse(response.content):
-                yield ClientEvent(event_id or "", event_type, json.loads(data))
+                if event_id is None:
+                    return  # slow_consumer: this connection ends; the cursor stands
+                yield ClientEvent(event_id, event_type, json.loads(data))
 
     async def follow(
         self, stream_id: str, transcript: Transcript | None = None, max_reconnects: int = 20

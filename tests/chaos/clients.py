@@ -7,36 +7,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 
 from tests.chaos.checker import ClientRecord
-
-RETRY_STATUSES = {502, 503, 504}
-
-
-async def sse_messages(content: aiohttp.StreamReader
-                       ) -> AsyncIterator[tuple[str | None, str, str]]:
-    """``(id, event, data)`` per message; ``id`` is None when the message has none
-    (unlike EventSource, which would repeat the last one)."""
-    event_id: str | None = None
-    event_type, data = "message", ""
-    async for raw in content:
-        line = raw.decode("utf-8").rstrip("\r\n")
-        if not line:
-            if data:
-                yield event_id, event_type, data
-            event_id, event_type, data = None, "message", ""
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "id":
-                event_id = value
-            elif name == "event":
-                event_type = value
-            elif name == "data":
-                data = value
+from tokenwire.client import parse_sse
 
 
 async def follow(
@@ -62,7 +37,7 @@ async def follow(
                 if response.status != 200:
                     await asyncio.sleep(0.3)
                     continue
-                async for event_id, event_type, data in sse_messages(response.content):
+                async for event_id, event_type, data in parse_sse(response.content):
                     record.receive(event_id, event_type, data)
                     if event_type in ("done", "error") and event_id is not None:
                         return record

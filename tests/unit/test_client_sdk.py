@@ -1,0 +1,56 @@
+"""The client SDK against a scripted SSE server: a ``slow_consumer`` notice (an
+``error`` without an id) is a dropped connection to resume, not the end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tokenwire.client import TokenwireClient
+
+STREAM = "s" * 22
+TOKENS = ["Hel", "lo, ", "wor", "ld"]
+
+
+def _message(event_id: str | None, event_type: str, data: dict[str, object]) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event_type}\ndata: {json.dumps(data)}\n\n"
+
+
+def _events() -> list[tuple[str, str, dict[str, object]]]:
+    events: list[tuple[str, str, dict[str, object]]] = [("e.1", "start", {})]
+    events += [(f"e.{i + 2}", "token", {"content": t}) for i, t in enumerate(TOKENS)]
+    text = "".join(TOKENS)
+    events.append((f"e.{len(TOKENS) + 2}", "done", {
+        "finish_reason": "stop", "sha256": hashlib.sha256(text.encode()).hexdigest()}))
+    return events
+
+
+async def test_follow_resumes_after_a_slow_consumer_notice() -> None:
+    resumed_from: list[str | None] = []
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        cursor = request.headers.get("Last-Event-ID")
+        resumed_from.append(cursor)
+        after = int(cursor.split(".")[1]) if cursor else 0
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event_id, event_type, data in _events()[after:]:
+            await response.write(_message(event_id, event_type, data).encode())
+            if cursor is None and event_id == "e.3":  # first connection: falls behind
+                notice = {"code": "slow_consumer", "retryable": True, "message": "behind"}
+                await response.write(_message(None, "error", notice).encode())
+                return response
+        return response
+
+    app = web.Application()
+    app.router.add_get(f"/v1/streams/{STREAM}/events", events)
+    async with TestServer(app) as server, TokenwireClient(str(server.make_url(""))) as client:
+        transcript = await client.follow(STREAM)
+    assert resumed_from == [None, "e.3"]
+    assert transcript.text == "".join(TOKENS)
+    assert transcript.terminal is not None and transcript.terminal.type == "done"
+    assert [e.type for e in transcript.events].count("error") == 0
