@@ -36,7 +36,6 @@ class Stats:
     frames: int = 0
     tokens: int = 0
     connected: int = 0
-    failed: int = 0
     disconnects: int = 0
 
     def record(self, now_ns: int, stamps: list[bytes] | list[str], frames: int) -> None:

@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import OutOfMemoryError
 
 from tokenwire import keys
 from tokenwire.errors import (
@@ -51,11 +51,6 @@ def _load_script(name: str, *, allow_oom: bool = False) -> str:
     shebang = "#!lua flags=allow-oom\n" if allow_oom else "#!lua\n"
     prelude = (folder / "prelude.lua").read_text()
     return shebang + prelude + "\n" + (folder / f"{name}.lua").read_text()
-
-
-def is_out_of_memory(exc: ResponseError) -> bool:
-    """Redis refused a write because it reached ``maxmemory``."""
-    return isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +180,7 @@ class StreamStore:
         except BaseException as exc:
             if idem_key is not None:
                 await self._redis.delete(idem_key)
-            if isinstance(exc, ResponseError) and is_out_of_memory(exc):
+            if isinstance(exc, OutOfMemoryError):  # also raised for a refused MULTI
                 raise Unavailable("capacity", "the server is out of capacity; retry later",
                                   retry_after=5) from exc
             raise
@@ -291,8 +286,9 @@ class StreamStore:
             settings.recovery_mode, settings.max_attempts, "1" if recreate else "0",
             settings.events_ttl_seconds, dead_data,
         ]
-        for field_name, value in job.meta_fields().items():
-            args += [field_name, value]
+        if recreate:
+            for field_name, value in job.meta_fields().items():
+                args += [field_name, value]
         reply = await self._begin(keys=keys.stream_keys(job.stream_id), args=args)
         if reply[0] == "dead":
             return Dead(int(reply[1]))

@@ -35,10 +35,6 @@ class ViewerReporter:
         self._new_stream = asyncio.Event()  # the ticker may need a shorter period
         self._ticker: asyncio.Task[None] | None = None
 
-    @property
-    def reported_streams(self) -> int:
-        return len(self._viewers)
-
     def start(self) -> None:
         self._ticker = asyncio.create_task(self._report_every_interval(), name="viewers")
 

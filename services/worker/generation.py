@@ -128,36 +128,33 @@ class Generation:
     async def run(self) -> Ending:
         started = time.monotonic()
         outcome = await self._call_with_retries(started)
-        if isinstance(outcome, UpstreamError) and outcome.retryable:
-            await self._emit(self._buffer.flush())  # real output: a continuation keeps it
-            return Ending("restart", outcome.code, outcome.message)
-        await self._emit(self._buffer.flush())
+        await self._emit(self._buffer.flush())  # real output: a continuation keeps it too
         if isinstance(outcome, UpstreamError):
+            if outcome.retryable:
+                return Ending("restart", outcome.code, outcome.message)
             await self._sink.error(outcome.code, outcome.message, outcome.retryable)
             return Ending("error", outcome.code, outcome.message)
         await self._sink.done(self._done_data(started, outcome))
         return Ending("done")
 
     async def _call_with_retries(self, started: float) -> str | UpstreamError:
+        """Call the upstream; retry a retryable failure while nothing was sent."""
         delay = self._policy.backoff
-        for retry in range(self._policy.retries + 1):
+        for retries_left in range(self._policy.retries, -1, -1):
             outcome = await self._call_once(started)
-            if not (isinstance(outcome, UpstreamError) and outcome.retryable) or self._emitted:
-                return outcome
-            if retry == self._policy.retries or self._cancel_requested_at is not None:
+            if not (isinstance(outcome, UpstreamError) and outcome.retryable
+                    and not self._emitted and retries_left):
                 return outcome
             wait = outcome.retry_after if outcome.retry_after is not None else delay
             log.warning("upstream failed before the first token (%s); retry in %.2fs",
                         outcome.code, wait, extra={"stream_id": self.job.stream_id})
             self._buffer.flush()  # never sent: the retry produces it again
             self._pending_tokens = 0
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError):  # a cancel ends the wait
                 async with asyncio.timeout(wait):
                     await self._cancelled.wait()
             delay *= 2
-            if self._cancel_requested_at is not None:
-                return "cancelled"
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: the last pass returns")
 
     async def _call_once(self, started: float) -> str | UpstreamError:
         self._queue = asyncio.Queue()
@@ -205,11 +202,12 @@ class Generation:
                     return item.error
                 return self._stats.finish_reason or "stop"
             elif isinstance(item, Delta):
-                silent_until = time.monotonic() + self._policy.max_gap
+                now = time.monotonic()
+                silent_until = now + self._policy.max_gap
                 self._absorb(item)
                 if item.text:
                     self._pending_tokens += 1
-                    await self._emit(self._buffer.push(item.text, time.monotonic()))
+                    await self._emit(self._buffer.push(item.text, now))
 
     async def _next_item(self, upstream_deadline: float) -> Delta | _End | _Cancel | None:
         """The next queued item, or None when a deadline (the buffer's or the

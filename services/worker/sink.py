@@ -7,12 +7,12 @@ import logging
 import time
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError
 
 from tokenwire.errors import OutOfCapacity
 from tokenwire.events import dumps
 from tokenwire.redis_client import TRANSPORT_ERRORS
-from tokenwire.store import Attempt, PendingEvent, StreamStore, is_out_of_memory
+from tokenwire.store import Attempt, PendingEvent, StreamStore
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,8 @@ class RedisEventSink:
                     self._attempt, self._next_seq, batch, final_status, tokens_delta
                 )
                 break
-            except ResponseError as exc:
-                if is_out_of_memory(exc):
-                    raise OutOfCapacity() from exc
-                raise
+            except OutOfMemoryError as exc:  # Redis hit maxmemory: this stream cannot go on
+                raise OutOfCapacity() from exc
             except TRANSPORT_ERRORS as exc:
                 if time.monotonic() + delay > give_up_at:
                     raise

@@ -143,9 +143,9 @@ class Worker:
                 await self._wait_for(self._slot_freed, 0.05)
 
     async def _unless_stopped(self, read: Coroutine[Any, Any, list[Delivery]]) -> list[Delivery]:
-        """Run a blocking read, abandoning it as soon as ``stop()`` is called; an
-        abandoned read delivered nothing (XREADGROUP is not applied client-side
-        until its reply arrives, and a cancelled command's connection is dropped)."""
+        """Run a blocking read, abandoning it as soon as ``stop()`` is called. Jobs
+        an abandoned read was given by Redis before the cancel are not lost: they
+        sit pending on this consumer and are reclaimed after the claim timeout."""
         reading = asyncio.create_task(read)
         stopping = asyncio.create_task(self._stopping.wait())
         try:

@@ -30,11 +30,9 @@ if cur[6] and cur[4] ~= '1' then
   end
 end
 if tonumber(ARGV[6]) > 0 then redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[6]) end
-local final_base = #ARGV - 2
-if ARGV[5] == '' then final_base = #ARGV + 1 end
 for i = 0, n - 1 do
   local base = 8 + 3 * i
-  if base == final_base then
+  if ARGV[5] ~= '' and i == n - 1 then  -- a terminal batch ends with its terminal event
     add_terminal(cur[5], first + i, ARGV[base], ARGV[base + 1], ARGV[5], ARGV[7], ARGV[3],
                  ARGV[4])
   else
