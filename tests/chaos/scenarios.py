@@ -55,6 +55,8 @@ async def worker_dies_before_text(run: Run) -> None:
     run.fault(f"SIGKILL worker{owner} before its first token")
     await restart_worker_later(run, owner)
     await run.finish(max_resets=0)
+    meta = await run.cluster.meta(stream_id)
+    run.require(meta.get("attempt") == "2", f"no takeover happened: attempt {meta.get('attempt')}")
 
 
 async def worker_dies_mid_generation(run: Run) -> None:
@@ -88,7 +90,7 @@ async def paused_worker_is_fenced(run: Run) -> None:
     logs = run.cluster.logs(f"worker{owner}")
     run.require("belongs to a newer attempt" in logs, "the paused worker was not fenced")
     stats = (await run.cluster.llm_stats())[prompt]
-    run.require(stats["requests"] == 2 and stats["completed"] <= 1,
+    run.require(stats["requests"] == 2 and stats["closed_early"] == 1,
                 f"the fenced worker did not close its upstream call: {stats}")
 
 
@@ -339,8 +341,10 @@ async def upstream_refuses_then_recovers(run: Run) -> None:
     verdicts = await run.finish(max_resets=1)
     elapsed = time.monotonic() - started
     stats = await run.cluster.llm_stats()
-    run.require(stats[limited]["requests"] == 3 and stats[erroring]["requests"] == 4,
-                f"retries: {stats}")
+    run.require(stats[limited]["requests"] == 3 and stats[erroring]["requests"] == 4
+                and stats[cut]["requests"] == 2, f"retries: {stats}")
+    run.require(all(v.resets == 1 for v in verdicts[4:]),  # they saw text before the cut
+                "a failure after the first token did not start a new attempt with reset")
     run.require(elapsed >= 2.0, f"Retry-After not honoured ({elapsed:.1f} s)")
     run.require(all(v.resets == 0 for v in verdicts[:4]),  # the 429 and 503 streams
                 "a failure before the first token was visible")

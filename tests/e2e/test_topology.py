@@ -76,19 +76,25 @@ def expected(prompt: str) -> str:
     return "".join(completion_for(prompt))
 
 
+async def read_into(transcript: Transcript, client: TokenwireClient, stream_id: str,
+                    stop_after: int | None = None) -> None:
+    """One SSE connection from the transcript's cursor; with ``stop_after`` the
+    client hangs up once it holds that many events."""
+    async for event in client.events(stream_id, transcript.last_id):
+        transcript.apply(event)  # raises on any gap, duplicate or splice
+        if stop_after is not None and len(transcript.events) >= stop_after:
+            return
+
+
 async def test_sse_drop_on_edge1_resume_on_edge2(topology: Topology) -> None:
     prompt = "#slow tell me about resumable streams"
     edge1, edge2 = topology.edges
     async with TokenwireClient(edge1) as client1, TokenwireClient(edge2) as client2:
         stream_id = await client1.create({"prompt": prompt})
         transcript = Transcript()
-        async for event in client1.events(stream_id):
-            transcript.apply(event)
-            if len(transcript.events) == 6:
-                break  # the connection drops mid-stream
+        await read_into(transcript, client1, stream_id, stop_after=6)  # drops mid-stream
         assert transcript.terminal is None, "must resume a live stream"
-        async for event in client2.events(stream_id, transcript.last_id):
-            transcript.apply(event)  # raises on any gap, duplicate or splice
+        await read_into(transcript, client2, stream_id)
     assert transcript.text == expected(prompt)
     assert transcript.resets == 0
     seqs = [e.seq for e in transcript.events]
@@ -193,10 +199,9 @@ async def test_cancel_from_another_edge_stops_the_worker(topology: Topology) -> 
     async with TokenwireClient(edge1) as client1, TokenwireClient(edge2) as client2:
         stream_id = await client1.create({"prompt": prompt})
         transcript = Transcript()
-        async for event in client1.events(stream_id):
-            transcript.apply(event)
-            if len(transcript.events) == 3:
-                assert await client2.cancel(stream_id) == "cancelling"
+        await read_into(transcript, client1, stream_id, stop_after=3)
+        assert await client2.cancel(stream_id) == "cancelling"
+        await read_into(transcript, client1, stream_id)
         assert await client2.cancel(stream_id) == "cancelled"
     assert transcript.terminal is not None
     assert transcript.terminal.data["finish_reason"] == "cancelled"
