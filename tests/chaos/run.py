@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -14,6 +15,9 @@ from tests.chaos.checker import ClientRecord, Verdict, check
 from tests.chaos.clients import follow
 from tests.chaos.cluster import Cluster
 from tests.support.fake_openai import completion_for
+
+if TYPE_CHECKING:  # scenarios.py imports this module
+    from tests.chaos.scenarios import Scenario
 
 
 @dataclass
@@ -110,7 +114,7 @@ class Run:
         return verdicts
 
 
-async def run_scenario(scenario: Any, log_root: Any) -> Outcome:
+async def run_scenario(scenario: Scenario, log_root: Path) -> Outcome:
     """Start a fresh cluster for ``scenario``, run it, stop every process."""
     started = time.monotonic()
     log_dir = log_root / scenario.name
