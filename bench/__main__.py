@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 from redis import Redis
@@ -84,6 +85,8 @@ class Result:
     redis_connections: int = 0
     redis_reads_per_event: float = 0.0
     slow: dict[str, object] | None = None
+    #: % of one core per process over the window: where the box CPU went.
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
 
 
 def say(message: str) -> None:
@@ -135,12 +138,16 @@ def run_one(scenario: Scenario, design: str, valkey: ValkeyServer, logs: Path) -
         time.sleep(1.0)  # let the producer create its streams
         sampler = CpuSampler(edge.process)
         rss_before = sampler.rss_mib()
+        others = {"valkey": CpuSampler(psutil.Process(int(redis.info("server")["process_id"])))}
+        if producer is not None:
+            others["producer"] = CpuSampler(producer.process)
         loadgen = Child("loadgen", [
             "-m", "bench.loadgen", "--port", str(port), "--ids", str(ids_file),
             "--viewers", str(scenario.viewers), "--ws-fraction", str(scenario.ws_fraction),
             "--slow-fraction", str(scenario.slow_fraction), "--seconds", str(scenario.seconds),
             "--warmup", str(warmup), "--out", str(logs / "loadgen.json")], logs)
-        measured = _measure_window(loadgen, sampler, redis, scenario, design)
+        others["loadgen"] = CpuSampler(loadgen.process)
+        measured = _measure_window(sampler, others, redis, scenario, design)
         loadgen.wait(180)
         report = json.loads((logs / "loadgen.json").read_text())
     finally:
@@ -163,25 +170,29 @@ def run_one(scenario: Scenario, design: str, valkey: ValkeyServer, logs: Path) -
         rss_per_connection_kib=round((measured["rss"] - rss_before) * 1024 / clients, 2),
         redis_connections=measured["connections"],
         redis_reads_per_event=round(measured["reads"] / max(1, measured["appended"]), 3),
-        slow=report.get("slow"),
+        slow=report.get("slow"), cpu_by_process=measured["by_process"],
     )
 
 
-def _measure_window(loadgen: Child, sampler: CpuSampler, redis: Redis, scenario: Scenario,
-                    design: str) -> dict[str, float]:
+def _measure_window(sampler: CpuSampler, others: dict[str, CpuSampler], redis: Redis,
+                    scenario: Scenario, design: str) -> dict[str, Any]:
     """Wait for the loadgen's measuring window (connect + warm-up) and sample it."""
     time.sleep(warmup_seconds(scenario))
-    sampler.start()
+    for one in (sampler, *others.values()):
+        one.start()
     psutil.cpu_percent()  # starts the machine-wide measurement
     reads0 = read_calls(redis)
     appended0 = _appended(redis)
     time.sleep(scenario.seconds)
     cpu = sampler.cpu_percent()
     box = psutil.cpu_percent()
+    by_process = {"edge": round(cpu, 1)} | {
+        name: round(one.cpu_percent(), 1) for name, one in others.items()}
     names = "naive-edge" if design == "naive" else "tw-edge" if design != "raw" else None
     connections = sum(1 for c in redis.client_list() if names and c.get("name") == names)
     return {"cpu": cpu, "box": box, "rss": sampler.rss_mib(), "connections": connections,
-            "reads": read_calls(redis) - reads0, "appended": _appended(redis) - appended0}
+            "reads": read_calls(redis) - reads0, "appended": _appended(redis) - appended0,
+            "by_process": by_process}
 
 
 def warmup_seconds(scenario: Scenario) -> float:

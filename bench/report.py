@@ -64,6 +64,7 @@ def markdown(payload: dict[str, Any]) -> str:
             f"| {_ratio(p99, naive and naive['latency_ms'].get('p99'))} "
             f"| {_ratio(tw['edge_cpu_percent'], naive and naive['edge_cpu_percent'])} "
             f"| {_ratio(tw['tokens_per_second'], raw and raw['tokens_per_second'])} |")
+    lines += _cpu_table(results, m["cpus"])
     writes = payload.get("worker_writes") or []
     if writes:
         lines += ["", "Worker: Redis writes per model token (real worker, simulated provider, "
@@ -82,6 +83,23 @@ def markdown(payload: dict[str, Any]) -> str:
                       f"{s['reconnects']} reconnects, {s['slow_consumer_events']} "
                       f"slow_consumer disconnects."]
     return "\n".join(lines) + "\n"
+
+
+def _cpu_table(results: list[dict[str, Any]], cpus: int) -> list[str]:
+    """Where the box CPU went: % of one core per process over the window."""
+    rows = [r for r in results if r.get("cpu_by_process")]
+    if not rows:
+        return []
+    names = ("edge", "valkey", "producer", "loadgen")
+    lines = ["", f"CPU by process over the window (% of one core; all {cpus} cores "
+                 f"= {cpus * 100}):", "",
+             "| scenario | design | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for r in rows:
+        cpu = r["cpu_by_process"]
+        lines.append(f"| {r['scenario']} | {r['design']} | "
+                     + " | ".join(f"{cpu[n]:g}" if n in cpu else "-" for n in names) + " |")
+    return lines
 
 
 def plot(payload: dict[str, Any], path: Path) -> bool:
