@@ -14,6 +14,7 @@ import signal
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from tokenwire.gc_tuning import tune_for_service
 from tokenwire.logs import configure_logging
 from tokenwire.settings import Settings
 
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
+    tune_for_service()
     if settings.event_loop == "uvloop":
         import uvloop  # noqa: PLC0415 - optional
 
