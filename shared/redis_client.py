@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,4 +35,27 @@ def create_redis(
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    pool.connection_class = _packing_with_hiredis(pool.connection_class)
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+
+
+class _HiredisPacking:
+    """Packs commands with hiredis' C packer. redis.asyncio packs in Python
+    (its sync client already uses hiredis): 15 µs against 1.4 µs for one append,
+    a quarter of the bench producer's CPU at 10k appends/s."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):  # "CONFIG GET" → "CONFIG", "GET", as redis-py does
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # not str/bytes/int/float: let redis-py raise its DataError
+            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+            return packed
+
+
+def _packing_with_hiredis(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``base`` (TCP, TLS or Unix socket, as the URL chose) with hiredis packing."""
+    return type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
