@@ -8,7 +8,7 @@ text it was written with, so fan-out never re-encodes it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from tokenwire.cursor import Cursor
@@ -28,6 +28,8 @@ class Event:
     seq: int
     type: str
     data: str  # JSON text
+    # The SSE form, encoded by the first viewer that needs it (see ``sse_bytes``).
+    _sse: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cursor(self) -> Cursor:
@@ -44,6 +46,15 @@ class Event:
     def payload(self) -> dict[str, Any]:
         decoded: dict[str, Any] = json.loads(self.data)
         return decoded
+
+    def sse_bytes(self) -> bytes:
+        """SSE wire form, encoded once however many viewers the event has.
+        ``data`` is one line of JSON by construction (``dumps``), ids and types
+        use cursor-safe characters: nothing needs splitting or escaping."""
+        if self._sse is None:  # frozen, but a cache of a pure function of the fields
+            frame = f"id: {self.id}\r\nevent: {self.type}\r\ndata: {self.data}\r\n\r\n"
+            object.__setattr__(self, "_sse", frame.encode())
+        return self._sse  # type: ignore[return-value]
 
     def ws_frame(self) -> str:
         """WebSocket wire form: ``{"id", "type", ...data}`` without decoding ``data``."""

@@ -32,6 +32,7 @@ from tokenwire.edge import keys as appkeys
 from tokenwire.edge.errors import WS_NORMAL, WS_SLOW_CONSUMER, WS_TRY_AGAIN
 from tokenwire.edge.follower import Follower
 from tokenwire.edge.outbox import Outbox, SlowConsumer
+from tokenwire.edge.sse_wire import SseSocket
 from tokenwire.events import Event, dumps
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.settings import Settings
@@ -52,19 +53,24 @@ def drain_retry_ms(settings: Settings) -> int:
     return int(random.uniform(0.05, 1.0) * max(settings.drain_seconds, 0.1) * 1000)
 
 
-def sse_frame(event: Event) -> str:
-    """SSE wire form. ``data`` is one line of JSON by construction (``events.dumps``),
-    ids and types use cursor-safe characters: nothing needs splitting or escaping."""
-    return f"id: {event.id}\r\nevent: {event.type}\r\ndata: {event.data}\r\n\r\n"
-
-
 async def relay(follower: Follower, settings: Settings,
-                send: Callable[[list[Event]], Awaitable[None]]) -> Outbox:
+                send: Callable[[list[Event]], Awaitable[None]],
+                socket: SseSocket | None = None) -> Outbox:
     """Deliver the follower's events through an outbox until the terminal one.
     ``send`` gets everything queued at once (one socket write for SSE).
+    ``socket``: in-order live events that find the outbox empty are written at
+    once, from the hub's dispatch (see ``sse_wire``).
     Raises ``SlowConsumer``, or a Redis transport error."""
     outbox = Outbox(settings.client_backlog_chars, settings.slow_consumer_seconds)
-    follower.send_live_to(outbox.offer)  # in-order live events skip the filler task
+
+    def take_live(event: Event) -> bool:
+        # Order: nothing may overtake what the outbox holds. The writer task
+        # takes a batch and hands it to the transport with no await between.
+        if socket is not None and not outbox and socket.write_now(event):
+            return True
+        return outbox.offer(event)
+
+    follower.send_live_to(take_live)  # in-order live events skip the filler task
 
     async def fill() -> None:
         # While Redis is unreachable the client is held (pings go on) and the
@@ -101,6 +107,8 @@ async def relay(follower: Follower, settings: Settings,
             if batch[-1].is_terminal:  # the follower stops after it: always last
                 return outbox
     finally:
+        if socket is not None:
+            socket.open = False  # the response may end next: no write may follow
         filler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await filler
@@ -120,7 +128,7 @@ async def send_sse(
     sent = metrics.events_sent_to("sse")
 
     async def send(batch: list[Event]) -> None:
-        await response.write("".join(map(sse_frame, batch)).encode())
+        await response.write(b"".join(event.sse_bytes() for event in batch))
         sent.inc(len(batch))
 
     try:
@@ -131,7 +139,8 @@ async def send_sse(
         ) as response:
             await _write_retry(response, jittered_retry_ms(settings.sse_retry_ms))
             try:
-                outbox = await relay(follower, settings, send)
+                socket = SseSocket(request, response, sent)
+                outbox = await relay(follower, settings, send, socket)
                 metrics.frames_merged.inc(outbox.merged)
             except SlowConsumer:
                 log.info("slow consumer disconnected", extra={"stream_id": follower.stream_id})

@@ -18,7 +18,7 @@ from tests.conftest import make_settings, running_worker
 from tests.integration.edge_support import assemble, create, read_events, websocket
 from tests.support.streams import begin_attempt
 from tokenwire import keys
-from tokenwire.client import ClientEvent, Transcript
+from tokenwire.client import ClientEvent, Transcript, parse_sse
 from tokenwire.edge.app import create_app
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, StreamStore
@@ -213,10 +213,35 @@ async def test_one_request_form_streams_the_new_stream(client: TestClient) -> No
     stream_id = response.headers["X-Stream-ID"]
     assert keys.is_stream_id(stream_id)
     transcript = Transcript()
-    from tokenwire.client import parse_sse
     async for event_id, event_type, data in parse_sse(response.content):
         transcript.apply(ClientEvent(event_id or "", event_type, json.loads(data)))
     assert transcript.text == expected_text("in one go")
+
+
+async def test_an_http_1_0_client_gets_unchunked_sse_until_the_end(client: TestClient) -> None:
+    """Live frames are written straight to the socket; they must follow the
+    framing aiohttp chose for the response (HTTP/1.0: no chunked encoding)."""
+    stream_id = await create(client, {"prompt": "old client"})
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(f"GET /v1/streams/{stream_id}/events HTTP/1.0\r\n\r\n".encode())
+    raw = await asyncio.wait_for(reader.read(), 30)  # to EOF: the edge closes after `done`
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
+    fields = (b"id: ", b"event: ", b"data: ", b"retry: ", b": ")
+    strays = [line for line in body.split(b"\r\n") if line and not line.startswith(fields)]
+    assert strays == []  # e.g. no chunk-size lines
+    events = [ClientEvent(i or "", t, json.loads(d))
+              async for i, t, d in parse_sse(_lines_of(body))]
+    assert events[-1].type == "done" and contiguous(events)
+    assert assemble(events).text == expected_text("old client")
+
+
+def _lines_of(body: bytes) -> AsyncIterator[bytes]:
+    async def lines() -> AsyncIterator[bytes]:
+        for line in body.splitlines(keepends=True):
+            yield line
+    return lines()
 
 
 async def test_several_viewers_share_one_live_subscription(client: TestClient) -> None:
