@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from redis.asyncio import Redis
@@ -35,50 +36,64 @@ class Subscription:
     ``direct``, while set, is offered each event before it is queued: the
     hot path, where a reader parked on ``get`` takes an in-order event
     synchronously (no task switch). It returns False for anything it does not
-    take (out of order, no room), which is then queued as usual."""
+    take (out of order, no room), which is then queued as usual.
+
+    The backlog and the waiter are made only when needed: an idle edge holds
+    thousands of subscriptions, and an ``asyncio.Queue`` costs four deques
+    (~3 KiB) each."""
+
+    __slots__ = ("_backlog", "_maxsize", "_waiter", "direct", "lagged", "stream_id")
 
     def __init__(self, stream_id: str, maxsize: int) -> None:
         self.stream_id = stream_id
-        # None in the queue means "lagged: re-read Redis".
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize + 1)
+        # None in the backlog means "lagged: re-read Redis".
+        self._backlog: deque[Event | None] | None = None
         self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
         self.lagged = False
         self.direct: Callable[[Event], bool] | None = None
 
     def deliver(self, event: Event) -> None:
         if self.lagged:
             return
-        if self.direct is not None and self._queue.empty() and self.direct(event):
+        if self.direct is not None and not self._backlog and self.direct(event):
             return
-        if self._queue.qsize() >= self._maxsize:
+        if self._backlog is not None and len(self._backlog) >= self._maxsize:
             self.mark_lagged()
             return
-        self._queue.put_nowait(event)
+        self._push(event)
 
     def mark_lagged(self) -> None:
         """Drop what is queued; the reader will catch up from the stream."""
-        self._drain()
+        self._backlog = None
         self.lagged = True
-        self._queue.put_nowait(None)
+        self._push(None)
 
     def recover(self) -> None:
         """Called by the reader right before it re-reads Redis: live delivery resumes."""
-        self._drain()
+        self._backlog = None
         self.lagged = False
 
     async def get(self, quiet_after: float) -> Event | None:
         """The next live event; None when lagged or quiet for ``quiet_after`` seconds."""
-        if not self._queue.empty():  # the busy path: no timer to arm and cancel
-            return self._queue.get_nowait()
-        try:
-            async with asyncio.timeout(quiet_after):
-                return await self._queue.get()
-        except TimeoutError:
-            return None
+        if not self._backlog:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(quiet_after):
+                    await self._waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+        assert self._backlog  # only _push wakes the waiter
+        return self._backlog.popleft()
 
-    def _drain(self) -> None:
-        while not self._queue.empty():
-            self._queue.get_nowait()
+    def _push(self, item: Event | None) -> None:
+        if self._backlog is None:
+            self._backlog = deque()
+        self._backlog.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class Hub:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
 
 from tokenwire.events import Event, dumps
 
@@ -57,14 +56,19 @@ def _event(item: Event | _TokenRun) -> Event:
 
 
 class Outbox:
+    """The waiters are plain futures made only while someone waits: an idle
+    connection's outbox holds no ``asyncio.Event`` (each one a ~760-byte deque)."""
+
+    __slots__ = ("_error", "_held", "_item_waiter", "_items", "_max_chars", "_room_waiter",
+                 "_slow_after", "merged")
+
     def __init__(self, max_chars: int, slow_after: float) -> None:
-        self._items: deque[Event | _TokenRun] = deque()
+        self._items: list[Event | _TokenRun] = []  # a few items at most: runs merge
         self._held = 0
         self._max_chars = max_chars
         self._slow_after = slow_after
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        self._item_waiter: asyncio.Future[None] | None = None  # get() waits for an item
+        self._room_waiter: asyncio.Future[None] | None = None  # put() waits for room
         self._error: BaseException | None = None
         self.merged = 0  # events folded into an earlier frame
 
@@ -73,18 +77,21 @@ class Outbox:
 
     async def put(self, event: Event) -> None:
         """Queue ``event``; raises ``SlowConsumer`` if the client stays stuck."""
-        if not self._writable.is_set():
+        if self._held > self._max_chars:
+            self._room_waiter = asyncio.get_running_loop().create_future()
             try:
                 async with asyncio.timeout(self._slow_after):
-                    await self._writable.wait()
+                    await self._room_waiter
             except TimeoutError as exc:
                 raise SlowConsumer() from exc
+            finally:
+                self._room_waiter = None
         self._push(event)
 
     def offer(self, event: Event) -> bool:
         """Queue ``event`` if there is room now; False when the backlog is full
         (the caller then takes the waiting path, ``put``)."""
-        if not self._writable.is_set() or self._error is not None:
+        if self._held > self._max_chars or self._error is not None:
             return False
         self._push(event)
         return True
@@ -103,31 +110,37 @@ class Outbox:
         else:
             self._items.append(event)
         self._held += len(event.data)
-        self._readable.set()
-        if self._held > self._max_chars:
-            self._writable.clear()
+        _wake(self._item_waiter)
 
     def fail(self, error: BaseException) -> None:
         """The producer failed: the next ``get`` raises ``error`` at once."""
         self._error = error
-        self._readable.set()
+        _wake(self._item_waiter)
 
     def take_queued(self) -> list[Event]:
         """Everything queued now, without waiting (the writer sends it in one write)."""
         events = [_event(item) for item in self._items]
         self._items.clear()
         self._held = 0
-        self._writable.set()
+        _wake(self._room_waiter)
         return events
 
     async def get(self) -> Event:
         while not self._items and self._error is None:
-            self._readable.clear()
-            await self._readable.wait()
+            self._item_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._item_waiter
+            finally:
+                self._item_waiter = None
         if self._error is not None:
             raise self._error
-        item = self._items.popleft()
+        item = self._items.pop(0)
         self._held -= _size(item)
         if self._held <= self._max_chars:
-            self._writable.set()
+            _wake(self._room_waiter)
         return _event(item)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
