@@ -54,9 +54,11 @@ class Follower:
         want_snapshot: bool = False,
         viewers: ViewerReporter | None = None,
         cancel_after: float = 0.0,
+        meta: StreamMeta | None = None,
     ) -> None:
         """``viewers``: report this client as watching (streams whose job
-        cancels them ``cancel_after`` seconds after the last viewer left)."""
+        cancels them ``cancel_after`` seconds after the last viewer left).
+        ``meta``: the stream record as just read, used by the first replay."""
         self._store = store
         self._hub = hub
         self._viewers = viewers
@@ -72,6 +74,11 @@ class Follower:
         # through ``events()``.
         self._emit: Callable[[Event], bool] | None = None
         self._taken_directly = 0
+        # One Redis round trip less per connect (a connect storm of thousands
+        # queues on the edge's few connections). Reading the record before
+        # subscribing is safe: the replay's own page read comes after the
+        # subscription, and a record older than that page is the normal case.
+        self._opening_meta = meta
 
     @classmethod
     async def open(
@@ -93,7 +100,7 @@ class Follower:
         return cls(store, hub, stream_id, position, idle_resync=idle_resync,
                    want_snapshot=want_snapshot,
                    viewers=viewers if meta.idle_cancel_ms is not None else None,
-                   cancel_after=(meta.idle_cancel_ms or 0) / 1000)
+                   cancel_after=(meta.idle_cancel_ms or 0) / 1000, meta=meta)
 
     def send_live_to(self, emit: Callable[[Event], bool]) -> None:
         """While ``events()`` waits for live events, in-order ones are handed to
@@ -152,7 +159,9 @@ class Follower:
 
     async def _replay(self) -> AsyncIterator[Event]:
         """Bring the client level with Redis."""
-        meta = await self._store.meta(self.stream_id)
+        meta, self._opening_meta = self._opening_meta, None
+        if meta is None:
+            meta = await self._store.meta(self.stream_id)
         if meta is None:
             meta = await _rebuilt_record(self._store, self.stream_id)
         if meta is None or meta.epoch is None:
