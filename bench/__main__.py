@@ -123,6 +123,7 @@ def run_one(scenario: Scenario, design: str, valkey: ValkeyServer, logs: Path) -
         producer = Child("producer", [
             "-m", "bench.producer", "--redis-url", url, "--ids", str(ids_file), "--rate",
             str(scenario.rate), "--seconds", str(total), "--out", str(logs / "producer.json"),
+            "--ready", str(logs / "producer.ready"),
             *(["--done"] if scenario.slow_fraction else [])], logs)
         if design == "naive":
             edge = Child("edge", ["-m", "bench.naive_edge", "--redis-url", url, "--port",
@@ -135,7 +136,8 @@ def run_one(scenario: Scenario, design: str, valkey: ValkeyServer, logs: Path) -
     loadgen: Child | None = None
     try:
         edge.wait_http(f"http://127.0.0.1:{port}/healthz")
-        time.sleep(1.0)  # let the producer create its streams
+        if producer is not None:  # a client of a stream not yet created would get 404
+            producer.wait_file(logs / "producer.ready", timeout=180)
         sampler = CpuSampler(edge.process)
         rss_before = sampler.rss_mib()
         others = {"valkey": CpuSampler(psutil.Process(int(redis.info("server")["process_id"])))}

@@ -53,6 +53,16 @@ class Child:
                 time.sleep(0.1)
         raise TimeoutError(url)
 
+    def wait_file(self, path: Path, timeout: float) -> None:
+        """Wait for this child to write ``path`` (its readiness signal)."""
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not write {path}")
+            time.sleep(0.1)
+
     def wait(self, timeout: float) -> int:
         return self.popen.wait(timeout)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
 import time
 from pathlib import Path
@@ -22,6 +23,16 @@ from tokenwire.settings import Settings
 from tokenwire.store import Attempt, PendingEvent, StreamStore
 
 SLOT = 0.001
+CREATE_CONCURRENCY = 200
+
+
+async def _running_stream(store: StreamStore, stream_id: str) -> Attempt:
+    job = Job(stream_id=stream_id, messages=[{"role": "user", "content": "bench"}],
+              model="bench", buffer="none", created_at_ms=0)
+    await store.create(job, None, "bench")
+    began = await store.begin(job, f"bench-{stream_id}", "bench-producer")
+    assert isinstance(began, Attempt)
+    return began
 
 
 def token_now() -> PendingEvent:
@@ -29,37 +40,43 @@ def token_now() -> PendingEvent:
     return PendingEvent("token", dumps({"content": content}), content)
 
 
-async def run(redis_url: str, ids: list[str], rate: float, seconds: float, done: bool) -> dict:
+async def run(redis_url: str, ids: list[str], *, rate: float, seconds: float, done: bool,
+              ready: Path) -> dict:
     settings = Settings(_env_file=None, redis_url=redis_url)  # type: ignore[call-arg]
     redis = create_redis(settings, "bench-producer")
     store = StreamStore(redis, settings)
     attempts: list[Attempt] = []
-    for stream_id in ids:
-        job = Job(stream_id=stream_id, messages=[{"role": "user", "content": "bench"}],
-                  model="bench", buffer="none", created_at_ms=0)
-        await store.create(job, None, "bench")
-        began = await store.begin(job, f"bench-{stream_id}", "bench-producer")
-        assert isinstance(began, Attempt)
-        attempts.append(began)
+    for first in range(0, len(ids), CREATE_CONCURRENCY):
+        chunk = ids[first:first + CREATE_CONCURRENCY]
+        attempts += await asyncio.gather(*(_running_stream(store, i) for i in chunk))
     await redis.delete("tw:jobs")  # nobody works these; keep the queue clean
+    # Clients may connect now: every stream exists.
+    await asyncio.to_thread(ready.write_text, str(len(attempts)))
     seqs = [2] * len(ids)
-    period = 1.0 / rate if rate > 0 else float("inf")
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.5
-    due = [start + period * i / max(1, len(ids)) for i in range(len(ids))]
-    appended = 0
     end = start + seconds
-    while loop.time() < end:
-        now = loop.time()
-        ready = [i for i, t in enumerate(due) if t <= now]
-        if ready:
-            writes = [(attempts[i], seqs[i], [token_now()]) for i in ready]
-            await store.append_many(writes)
-            for i in ready:
-                seqs[i] += 1
-                due[i] += period
-            appended += len(ready)
-        await asyncio.sleep(SLOT)
+    appended = 0
+    if rate > 0:
+        period = 1.0 / rate
+        # (when, stream index): each slot pops only the streams that are due.
+        schedule = [(start + period * i / len(ids), i) for i in range(len(ids))]
+        heapq.heapify(schedule)
+        while loop.time() < end:
+            now = loop.time()
+            due_now = []
+            while schedule[0][0] <= now:
+                when, i = heapq.heappop(schedule)
+                due_now.append(i)
+                heapq.heappush(schedule, (when + period, i))
+            if due_now:
+                await store.append_many([(attempts[i], seqs[i], [token_now()]) for i in due_now])
+                for i in due_now:
+                    seqs[i] += 1
+                appended += len(due_now)
+            await asyncio.sleep(SLOT)
+    else:  # idle streams: nothing to append
+        await asyncio.sleep(end - loop.time())
     if done:
         for attempt, seq in zip(attempts, seqs, strict=True):
             await store.append(attempt, seq, [PendingEvent("done", dumps(
@@ -76,9 +93,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--done", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ready", type=Path, required=True, help="written once streams exist")
     args = parser.parse_args()
     ids = args.ids.read_text().split()
-    result = asyncio.run(run(args.redis_url, ids, args.rate, args.seconds, args.done))
+    result = asyncio.run(run(args.redis_url, ids, rate=args.rate, seconds=args.seconds,
+                             done=args.done, ready=args.ready))
     args.out.write_text(json.dumps(result))
 
 
