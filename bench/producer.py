@@ -16,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+from tokenwire.errors import WriteRejected
 from tokenwire.events import dumps
 from tokenwire.jobs import Job
 from tokenwire.redis_client import create_redis
@@ -64,13 +65,17 @@ async def run(redis_url: str, ids: list[str], *, rate: float, seconds: float, do
         heapq.heapify(schedule)
         while loop.time() < end:
             now = loop.time()
-            due_now = []
-            while schedule[0][0] <= now:
-                when, i = heapq.heappop(schedule)
-                due_now.append(i)
-                heapq.heappush(schedule, (when + period, i))
+            popped = []
+            while schedule and schedule[0][0] <= now:
+                popped.append(heapq.heappop(schedule))
+            for when, i in popped:  # after popping: a stream behind by 2 periods
+                heapq.heappush(schedule, (when + period, i))  # is due once per slot
+            due_now = [i for _, i in popped]
             if due_now:
-                await store.append_many([(attempts[i], seqs[i], [token_now()]) for i in due_now])
+                outcomes = await store.append_many(
+                    [(attempts[i], seqs[i], [token_now()]) for i in due_now])
+                if refused := [o for o in outcomes if isinstance(o, WriteRejected)]:
+                    raise RuntimeError(f"appends refused: {refused[:3]}")
                 for i in due_now:
                     seqs[i] += 1
                 appended += len(due_now)
