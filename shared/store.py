@@ -32,6 +32,7 @@ from tokenwire.errors import (
 )
 from tokenwire.events import Event, dumps
 from tokenwire.jobs import Job
+from tokenwire.pipelining import ScriptBatcher
 from tokenwire.settings import Settings
 
 TERMINAL_STATUSES = frozenset({"done", "error", "cancelled"})
@@ -148,6 +149,8 @@ class StreamStore:
         self._append_final = redis.register_script(_load_script("append", allow_oom=True))
         self._cancel = redis.register_script(_load_script("cancel", allow_oom=True))
         self._touch = redis.register_script(_load_script("touch"))
+        # Appends of concurrent generations share round trips (see ``pipelining``).
+        self._batcher = ScriptBatcher(redis)
 
     async def load_scripts(self) -> None:
         """Load every script now: loading one later (``SCRIPT LOAD`` on first use)
@@ -325,9 +328,9 @@ class StreamStore:
         The terminal batch (``final_status``) goes through even when Redis is out
         of memory: a generation must be able to end visibly."""
         script = self._append_final if final_status else self._append
-        reply = await script(keys=keys.stream_keys(attempt.stream_id),
-                             args=self._append_args(attempt, first_seq, batch,
-                                                    final_status, tokens_delta))
+        reply = await self._batcher.call(
+            script, keys.stream_keys(attempt.stream_id),
+            self._append_args(attempt, first_seq, batch, final_status, tokens_delta))
         return self._append_outcome(attempt, first_seq, reply)
 
     async def append_many(

@@ -1,0 +1,92 @@
+"""Script calls made in the same event-loop iteration share one round trip.
+
+A worker runs many generations at once, and their token buffers flush on one
+clock (``buffers``): at each tick several streams append together. Sent one by
+one, each append costs a round trip (a socket write here, a read event in
+Redis); queued until the loop iteration ends and sent as one pipeline, they
+cost one. Each caller still gets its own reply or its own error: the calls stay
+independent (no transaction), and a round trip lost in transit fails every
+call in it, which each caller's seq-checked retry handles as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+
+@dataclass(slots=True)
+class _Call:
+    script: AsyncScript
+    keys: list[str]
+    args: list[str | int]
+    reply: asyncio.Future[Any]
+
+
+class ScriptBatcher:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._queued: list[_Call] = []
+        self._sending: set[asyncio.Task[None]] = set()  # referenced until done
+        self.round_trips = 0
+
+    async def call(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """Run ``script`` with the other calls of this loop iteration; its reply."""
+        loop = asyncio.get_running_loop()
+        call = _Call(script, keys, args, loop.create_future())
+        self._queued.append(call)
+        if len(self._queued) == 1:
+            loop.call_soon(self._send_queued)
+        return await call.reply
+
+    def _send_queued(self) -> None:
+        calls, self._queued = self._queued, []
+        task = asyncio.create_task(self._send(calls), name="redis-script-batch")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, calls: list[_Call]) -> None:
+        self.round_trips += 1
+        if len(calls) == 1:
+            await _run_alone(calls[0])
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for call in calls:
+                    pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # the round trip failed: so did every call in it
+            for call in calls:
+                _settle(call.reply, error=exc)
+            return
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):  # Redis restarted and forgot it
+                await _run_alone(call)  # the script object loads it again
+            elif isinstance(reply, Exception):
+                _settle(call.reply, error=reply)
+            else:
+                _settle(call.reply, reply)
+
+
+async def _run_alone(call: _Call) -> None:
+    try:
+        reply = await call.script(keys=call.keys, args=call.args)
+    except Exception as exc:
+        _settle(call.reply, error=exc)
+    else:
+        _settle(call.reply, reply)
+
+
+def _settle(future: asyncio.Future[Any], result: Any = None, error: Exception | None = None
+            ) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
