@@ -75,8 +75,8 @@ def test_coalesce_releases_at_max_chars() -> None:
 @pytest.mark.parametrize("mode", ["word", "sentence", "coalesce"])
 def test_stalled_model_text_is_released_at_the_deadline(mode: str) -> None:
     buffer = make_buffer(mode, max_delay=0.04, max_chars=1000)  # type: ignore[arg-type]
-    assert buffer.push("partial", now=1.0) == ""
-    assert buffer.deadline() == pytest.approx(1.04)
+    assert buffer.push("partial", now=1.005) == ""
+    assert buffer.deadline() == pytest.approx(1.04)  # ticks 20 ms apart, >= 20 ms on
     # The generation loop calls flush() when the deadline passes with no new token.
     assert buffer.flush() == "partial"
     assert buffer.deadline() is None
@@ -84,11 +84,31 @@ def test_stalled_model_text_is_released_at_the_deadline(mode: str) -> None:
 
 def test_deadline_tracks_the_oldest_held_character() -> None:
     buffer = make_buffer("word", max_delay=1.0, max_chars=0)
-    buffer.push("first second", now=0.0)  # releases "first ", holds "second" from t=0
+    buffer.push("first second", now=0.2)  # releases "first ", holds "second" from t=0.2
     buffer.push("x", now=0.5)
-    assert buffer.deadline() == pytest.approx(1.0)
-    assert buffer.push(" y", now=0.6) == "secondx "
-    assert buffer.deadline() == pytest.approx(1.6)
+    assert buffer.deadline() == pytest.approx(1.0)  # the first tick (0.5 apart) >= 0.7
+    assert buffer.push(" y", now=1.6) == "secondx "
+    assert buffer.deadline() == pytest.approx(2.5)  # "y" arrived at 1.6
+
+
+@given(st.floats(min_value=0, max_value=1e5), st.sampled_from([0.002, 0.02, 0.04, 1.0]))
+def test_held_text_is_released_on_the_grid_within_max_delay(arrived: float, max_delay: float
+                                                            ) -> None:
+    buffer = make_buffer("coalesce", max_delay=max_delay, max_chars=1000)
+    buffer.push("held", now=arrived)
+    deadline = buffer.deadline()
+    assert deadline is not None
+    assert arrived + max_delay / 2 * (1 - 1e-9) <= deadline <= arrived + max_delay * (1 + 1e-9)
+    ticks = deadline / (max_delay / 2)
+    assert ticks == pytest.approx(round(ticks))  # on the shared grid
+
+
+def test_streams_that_start_holding_within_one_tick_release_together() -> None:
+    """What lets a worker send many streams' appends in one round trip."""
+    first, second = (make_buffer("coalesce", max_delay=0.04, max_chars=1000) for _ in "ab")
+    first.push("a", now=100.001)
+    second.push("b", now=100.019)
+    assert first.deadline() == pytest.approx(second.deadline()) == pytest.approx(100.04)
 
 
 def test_none_releases_everything_at_once() -> None:
