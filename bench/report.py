@@ -68,11 +68,14 @@ def markdown(payload: dict[str, Any]) -> str:
     writes = payload.get("worker_writes") or []
     if writes:
         lines += ["", "Worker: Redis writes per model token (real worker, simulated provider, "
-                      "20 concurrent jobs):", "",
-                  "| buffer | tokens/s per stream | tokens | writes | writes/token |",
-                  "|---|---|---|---|---|"]
+                      "20 concurrent jobs; round trips = socket reads Valkey processed for "
+                      "the worker, startup and job reads included):", "",
+                  "| buffer | tokens/s per stream | tokens | append calls | calls/token "
+                  "| round trips | round trips/token |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {w['buffer']} | {w['rate']:g} | {w['tokens']} | {w['writes']} "
-                  f"| {w['writes_per_token']:g} |" for w in writes]
+                  f"| {w['writes_per_token']:g} | {w.get('round_trips', '-')} "
+                  f"| {w.get('round_trips_per_token', '-')} |" for w in writes]
     slow = [r for r in results if r.get("slow")]
     for r in slow:
         s = r["slow"]

@@ -1,9 +1,10 @@
 """Worker write cost: Redis writes per model token with a given buffer.
 
 Runs the real ``tokenwire worker`` (simulated provider at ``--rate`` tokens/s)
-on ``--jobs`` concurrent jobs against the benchmark's Valkey, and counts the
-append-script calls (one per Redis write of events) against the tokens the
-jobs produced."""
+on ``--jobs`` concurrent jobs against the benchmark's Valkey, and counts, against
+the tokens the jobs produced, the append-script calls (one per write of events)
+and the worker's round trips: the socket reads Valkey processed
+(``total_reads_processed``), less the benchmark's own."""
 
 from __future__ import annotations
 
@@ -21,27 +22,33 @@ def measure(redis_url: str, logs: Path, rate: float, jobs: int, buffer: str) -> 
     redis.flushall()
     redis.config_resetstat()
     ids = [keys.new_stream_id() for _ in range(jobs)]
+    from tokenwire.jobs import Job  # noqa: PLC0415 - keep the module import light
+
+    for stream_id in ids:
+        job = Job(stream_id=stream_id, model="simulated", buffer=buffer,  # type: ignore[arg-type]
+                  messages=[{"role": "user", "content": f"bench {stream_id}"}],
+                  created_at_ms=int(time.time() * 1000))
+        redis.hset(keys.meta(stream_id), mapping={"status": "queued", "attempt": 0,
+                                                  "last_seq": 0, "model": "simulated"})
+        redis.xadd(keys.JOBS, {"job": job.model_dump_json()})
+    reads_before = _reads(redis)
+    own_reads = 1  # the INFO that closes the count
     worker = Child(f"worker-{buffer}", ["-m", "tokenwire", "worker"], logs, {
         "TOKENWIRE_REDIS_URL": redis_url, "TOKENWIRE_PROVIDER": "simulated",
         "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": str(rate),
         "TOKENWIRE_SIMULATED_FIRST_TOKEN_DELAY_MS": "0", "TOKENWIRE_LOG_LEVEL": "WARNING",
         "TOKENWIRE_WORKER_CONCURRENCY": str(jobs)})
     try:
-        from tokenwire.jobs import Job  # noqa: PLC0415 - keep the module import light
-
-        for stream_id in ids:
-            job = Job(stream_id=stream_id, model="simulated", buffer=buffer,  # type: ignore[arg-type]
-                      messages=[{"role": "user", "content": f"bench {stream_id}"}],
-                      created_at_ms=int(time.time() * 1000))
-            redis.hset(keys.meta(stream_id), mapping={"status": "queued", "attempt": 0,
-                                                      "last_seq": 0, "model": "simulated"})
-            redis.xadd(keys.JOBS, {"job": job.model_dump_json()})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            statuses = [redis.hget(keys.meta(i), "status") for i in ids]
-            if all(s == "done" for s in statuses):
-                break
             time.sleep(0.2)
+            pipe = redis.pipeline(transaction=False)  # one read event per poll
+            for stream_id in ids:
+                pipe.hget(keys.meta(stream_id), "status")
+            own_reads += 1
+            if all(s == "done" for s in pipe.execute()):
+                break
+        round_trips = _reads(redis) - reads_before - own_reads
         tokens = sum(int(redis.hget(keys.meta(i), "tokens") or 0) for i in ids)
         calls = int(redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
         begins = jobs  # one begin script per job; the rest are appends
@@ -50,4 +57,10 @@ def measure(redis_url: str, logs: Path, rate: float, jobs: int, buffer: str) -> 
         redis.close()
     appends = calls - begins
     return {"buffer": buffer, "rate": rate, "jobs": jobs, "tokens": tokens, "writes": appends,
-            "writes_per_token": round(appends / tokens, 3) if tokens else 0.0}
+            "writes_per_token": round(appends / tokens, 3) if tokens else 0.0,
+            "round_trips": round_trips,
+            "round_trips_per_token": round(round_trips / tokens, 3) if tokens else 0.0}
+
+
+def _reads(redis: Redis) -> int:
+    return int(redis.info("stats")["total_reads_processed"])
