@@ -28,8 +28,9 @@ class Event:
     seq: int
     type: str
     data: str  # JSON text
-    # The SSE form, encoded by the first viewer that needs it (see ``sse_bytes``).
+    # The wire forms, encoded by the first viewer that needs them (see ``sse_bytes``).
     _sse: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _ws: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cursor(self) -> Cursor:
@@ -55,6 +56,12 @@ class Event:
             frame = f"id: {self.id}\r\nevent: {self.type}\r\ndata: {self.data}\r\n\r\n"
             object.__setattr__(self, "_sse", frame.encode())
         return self._sse  # type: ignore[return-value]
+
+    def ws_bytes(self) -> bytes:
+        """``ws_frame`` encoded, once however many viewers the event has."""
+        if self._ws is None:
+            object.__setattr__(self, "_ws", self.ws_frame().encode())
+        return self._ws  # type: ignore[return-value]
 
     def ws_frame(self) -> str:
         """WebSocket wire form: ``{"id", "type", ...data}`` without decoding ``data``."""

@@ -29,10 +29,10 @@ from aiohttp import WSMsgType, web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from tokenwire.edge import keys as appkeys
+from tokenwire.edge.direct import DirectSse, DirectWebSocket, DirectWriter
 from tokenwire.edge.errors import WS_NORMAL, WS_SLOW_CONSUMER, WS_TRY_AGAIN
 from tokenwire.edge.follower import Follower
 from tokenwire.edge.outbox import Outbox, SlowConsumer
-from tokenwire.edge.sse_wire import SseSocket
 from tokenwire.events import Event, dumps
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.settings import Settings
@@ -55,18 +55,19 @@ def drain_retry_ms(settings: Settings) -> int:
 
 async def relay(follower: Follower, settings: Settings,
                 send: Callable[[list[Event]], Awaitable[None]],
-                socket: SseSocket | None = None) -> Outbox:
+                socket: DirectWriter | None = None) -> Outbox:
     """Deliver the follower's events through an outbox until the terminal one.
     ``send`` gets everything queued at once (one socket write for SSE).
-    ``socket``: in-order live events that find the outbox empty are written at
-    once, from the hub's dispatch (see ``sse_wire``).
+    ``socket``: in-order live events that find the outbox empty and the
+    writer idle are written at once, from the hub's dispatch (see ``direct``).
     Raises ``SlowConsumer``, or a Redis transport error."""
     outbox = Outbox(settings.client_backlog_chars, settings.slow_consumer_seconds)
+    writer_busy = False  # a batch taken from the outbox is not all written yet
 
     def take_live(event: Event) -> bool:
-        # Order: nothing may overtake what the outbox holds. The writer task
-        # takes a batch and hands it to the transport with no await between.
-        if socket is not None and not outbox and socket.write_now(event):
+        # Order: nothing may overtake what the outbox or the writer holds.
+        if (socket is not None and not writer_busy and not outbox
+                and socket.write_now(event)):
             return True
         return outbox.offer(event)
 
@@ -99,11 +100,14 @@ async def relay(follower: Follower, settings: Settings,
     try:
         while True:
             batch = [await outbox.get(), *outbox.take_queued()]
+            writer_busy = True
             try:
                 async with asyncio.timeout(settings.send_timeout_seconds):
                     await send(batch)
             except TimeoutError as exc:  # the socket did not take one write in time
                 raise SlowConsumer() from exc
+            finally:
+                writer_busy = False
             if batch[-1].is_terminal:  # the follower stops after it: always last
                 return outbox
     finally:
@@ -139,8 +143,8 @@ async def send_sse(
         ) as response:
             await _write_retry(response, jittered_retry_ms(settings.sse_retry_ms))
             try:
-                socket = SseSocket(request, response, sent)
-                outbox = await relay(follower, settings, send, socket)
+                outbox = await relay(follower, settings, send,
+                                     DirectSse(request, response, sent))
                 metrics.frames_merged.inc(outbox.merged)
             except SlowConsumer:
                 log.info("slow consumer disconnected", extra={"stream_id": follower.stream_id})
@@ -177,13 +181,15 @@ async def send_websocket(
     settings = app[appkeys.SETTINGS]
     metrics = app[appkeys.METRICS]
     store = app[appkeys.STORE]
-    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds)
+    # No permessage-deflate: token frames are tens of bytes, and uncompressed
+    # frames can be encoded once per event and written from the hub (``direct``).
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, compress=False)
     await ws.prepare(request)
     if follower is None:
         await ws.close(code=WS_NORMAL, message=b"stream complete")
         return ws
     metrics.connections.labels("ws").inc()
-    pump = asyncio.create_task(_pump_websocket(ws, follower, app))
+    pump = asyncio.create_task(_pump_websocket(request, ws, follower))
     app[appkeys.LIFECYCLE].websockets.add(ws)
     try:
         async for message in ws:
@@ -203,8 +209,9 @@ async def send_websocket(
     return ws
 
 
-async def _pump_websocket(ws: web.WebSocketResponse, follower: Follower, app: web.Application
+async def _pump_websocket(request: web.Request, ws: web.WebSocketResponse, follower: Follower
                           ) -> None:
+    app = request.app
     settings = app[appkeys.SETTINGS]
     metrics = app[appkeys.METRICS]
     sent = metrics.events_sent_to("ws")
@@ -216,7 +223,7 @@ async def _pump_websocket(ws: web.WebSocketResponse, follower: Follower, app: we
 
     code, reason = WS_NORMAL, b"stream complete"
     try:
-        outbox = await relay(follower, settings, send)
+        outbox = await relay(follower, settings, send, DirectWebSocket(request, ws, sent))
         metrics.frames_merged.inc(outbox.merged)
     except SlowConsumer:
         metrics.slow_consumers.inc()

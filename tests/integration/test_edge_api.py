@@ -20,8 +20,9 @@ from tests.support.streams import begin_attempt
 from tokenwire import keys
 from tokenwire.client import ClientEvent, Transcript, parse_sse
 from tokenwire.edge.app import create_app
+from tokenwire.events import dumps
 from tokenwire.settings import Settings
-from tokenwire.store import Attempt, StreamStore
+from tokenwire.store import Attempt, PendingEvent, StreamStore
 from tokenwire.worker.providers.simulated import simulated_tokens
 
 ClientFactory = Callable[..., Any]
@@ -262,8 +263,6 @@ async def test_a_new_attempt_while_following_resets_the_client(
     stream_id = await create(idle_client)
     first = await begin_attempt(store, stream_id, "w1")
     assert isinstance(first, Attempt)
-    from tokenwire.events import dumps
-    from tokenwire.store import PendingEvent
     await store.append(first, 2, [PendingEvent("token", dumps({"content": "old "}), "old ")])
     reader = asyncio.create_task(read_events(idle_client, stream_id))
     await asyncio.sleep(0.3)
@@ -302,6 +301,29 @@ async def test_websocket_delivers_and_resumes(client: TestClient) -> None:
         assert ws.close_code == 1000
     assert contiguous(first + rest)
     assert assemble(first, rest).text == expected_text("over ws")
+
+
+async def test_live_websocket_frames_of_every_length_class_arrive_intact(
+    idle_client: TestClient, redis: Redis, edge_settings: Settings
+) -> None:
+    """Live frames are written straight to the socket with their own header:
+    payloads under 126 bytes, under 64 KiB and above take three header forms."""
+    store = StreamStore(redis, edge_settings)
+    stream_id = await create(idle_client)
+    attempt = await begin_attempt(store, stream_id, "w1")
+    assert isinstance(attempt, Attempt)
+    contents = ["short", "é" * 150, "x" * 70_000, "tail ✓"]
+    async with websocket(idle_client, stream_id) as ws:
+        assert [e.type for e in await ws_events(ws, limit=1)] == ["start"]  # now live
+        for seq, content in enumerate(contents, start=2):
+            await store.append(attempt, seq, [PendingEvent("token", dumps({"content": content}),
+                                                           content)])
+            await asyncio.sleep(0.05)  # one frame each, not merged by a backlog
+        await store.append(attempt, 6, [PendingEvent("done", dumps({"finish_reason": "stop"}))],
+                           final_status="done")
+        events = await ws_events(ws)
+    assert [e.data.get("content") for e in events[:-1]] == contents
+    assert [e.seq for e in events] == [2, 3, 4, 5, 6] and events[-1].type == "done"
 
 
 async def test_websocket_cancel(redis: Redis, redis_url: str, aiohttp_client: ClientFactory

@@ -1,0 +1,96 @@
+"""Live events written to the socket from the hub's dispatch.
+
+Most live events reach a client whose socket has nothing queued ahead of them.
+For those, the hub's dispatch writes the frame to the transport at once, from
+the callback, instead of waking the connection's writer task: one
+``transport.write`` per viewer and no task switch, with the frame encoded once
+per event however many viewers it has. Anything else (a write already waiting
+in the kernel buffer, a terminal event, a closed socket) is refused, and the
+caller queues it for the writer task, which is the path with backpressure and
+a send timeout.
+
+Writing beside aiohttp's own writer is safe because each side writes whole
+frames, each with one ``transport.write``, in call order; the relay does not
+write here while its writer task is in the middle of a batch.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from tokenwire.events import Event
+
+
+class DirectWriter(Protocol):
+    open: bool
+
+    def write_now(self, event: Event) -> bool:
+        """Write ``event`` if nothing is waiting ahead of it; False otherwise."""
+
+
+class _Direct:
+    __slots__ = ("_sent", "_transport", "open")
+
+    def __init__(self, request: web.Request, sent: Counter) -> None:
+        self._transport = request.transport
+        self._sent = sent
+        self.open = True  # cleared when the relay ends: nothing may follow its last write
+
+    def write_now(self, event: Event) -> bool:
+        transport = self._transport
+        if (not self.open or event.is_terminal or transport is None or transport.is_closing()
+                or transport.get_write_buffer_size()):
+            return False
+        transport.write(self._frame(event))
+        self._sent.inc()
+        return True
+
+    def _frame(self, event: Event) -> bytes:
+        raise NotImplementedError
+
+
+class DirectSse(_Direct):
+    """One prepared SSE response (after ``prepare``: its headers say how aiohttp
+    frames the body — HTTP/1.1 chunked, HTTP/1.0 raw until the connection closes)."""
+
+    __slots__ = ("_chunked",)
+
+    def __init__(self, request: web.Request, response: web.StreamResponse, sent: Counter
+                 ) -> None:
+        super().__init__(request, sent)
+        self._chunked = response.headers.get("Transfer-Encoding") == "chunked"
+
+    def _frame(self, event: Event) -> bytes:
+        frame = event.sse_bytes()
+        return b"%x\r\n%b\r\n" % (len(frame), frame) if self._chunked else frame
+
+
+class DirectWebSocket(_Direct):
+    """One prepared WebSocket without compression: a server's text frame is a
+    two-to-ten-byte header and the payload, unmasked (RFC 6455, 5.2)."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, sent: Counter
+                 ) -> None:
+        super().__init__(request, sent)
+        self._ws = ws
+        self.open = not ws.compress  # deflated frames take aiohttp's own writer
+
+    def write_now(self, event: Event) -> bool:
+        return not self._ws.closed and super().write_now(event)  # nothing after a close
+
+    def _frame(self, event: Event) -> bytes:
+        payload = event.ws_bytes()
+        size = len(payload)
+        if size < 126:
+            head = bytes((0x81, size))  # FIN + text
+        elif size < 65536:
+            head = struct.pack("!BBH", 0x81, 126, size)
+        else:
+            head = struct.pack("!BBQ", 0x81, 127, size)
+        return head + payload
