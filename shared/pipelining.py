@@ -12,12 +12,13 @@ call in it, which each caller's seq-checked retry handles as before.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 
 @dataclass(slots=True)
@@ -52,34 +53,38 @@ class ScriptBatcher:
 
     async def _send(self, calls: list[_Call]) -> None:
         self.round_trips += 1
-        if len(calls) == 1:
-            await _run_alone(calls[0])
-            return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for call in calls:
-                    pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self.run_together([(c.script, c.keys, c.args) for c in calls])
         except Exception as exc:  # the round trip failed: so did every call in it
             for call in calls:
                 _settle(call.reply, error=exc)
             return
         for call, reply in zip(calls, replies, strict=True):
-            if isinstance(reply, NoScriptError):  # Redis restarted and forgot it
-                await _run_alone(call)  # the script object loads it again
-            elif isinstance(reply, Exception):
+            if isinstance(reply, Exception):
                 _settle(call.reply, error=reply)
             else:
                 _settle(call.reply, reply)
 
-
-async def _run_alone(call: _Call) -> None:
-    try:
-        reply = await call.script(keys=call.keys, args=call.args)
-    except Exception as exc:
-        _settle(call.reply, error=exc)
-    else:
-        _settle(call.reply, reply)
+    async def run_together(self, calls: Sequence[tuple[AsyncScript, list[str], list[str | int]]]
+                           ) -> list[Any]:
+        """One pipelined round trip for ``calls``; per call, its reply or its
+        error (returned, not raised). Raises when the round trip itself fails.
+        Uses EVALSHA alone: redis-py's script objects would ask Redis with
+        ``SCRIPT EXISTS`` first, a second round trip for every pipeline."""
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            try:  # the script object's own call (it loads a script Redis forgot)
+                return [await script(keys=keys, args=args)]
+            except ResponseError as exc:
+                return [exc]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):  # Redis restarted and forgot it
+                replies[index] = (await self.run_together([calls[index]]))[0]
+        return replies
 
 
 def _settle(future: asyncio.Future[Any], result: Any = None, error: Exception | None = None

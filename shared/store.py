@@ -339,14 +339,14 @@ class StreamStore:
         """Several streams' appends in one pipelined round trip (not one
         transaction: each append is atomic on its own). Returns, per write, the
         cancel flag or the rejection."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for attempt, first_seq, batch in writes:
-                await self._append(keys=keys.stream_keys(attempt.stream_id),
-                                   args=self._append_args(attempt, first_seq, batch, "", 0),
-                                   client=pipe)
-            replies = await pipe.execute()
+        replies = await self._batcher.run_together([
+            (self._append, keys.stream_keys(attempt.stream_id),
+             self._append_args(attempt, first_seq, batch, "", 0))
+            for attempt, first_seq, batch in writes])
         outcomes: list[bool | WriteRejected] = []
         for (attempt, first_seq, _), reply in zip(writes, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
             try:
                 outcomes.append(self._append_outcome(attempt, first_seq, reply))
             except WriteRejected as exc:
