@@ -99,7 +99,7 @@ async def relay(follower: Follower, settings: Settings,
     filler = asyncio.create_task(fill(), name=f"follow-{follower.stream_id}")
     try:
         while True:
-            batch = [await outbox.get(), *outbox.take_queued()]
+            batch = await outbox.take()
             writer_busy = True
             try:
                 async with asyncio.timeout(settings.send_timeout_seconds):

@@ -25,17 +25,15 @@ class _TokenRun:
     """Consecutive queued tokens of one epoch, kept as parts and encoded once when
     sent: merging stays linear in the text however long the backlog grows."""
 
-    __slots__ = ("epoch", "parts", "seq", "size")
+    __slots__ = ("epoch", "parts", "seq")
 
     def __init__(self, first: Event, second: Event) -> None:
         self.epoch, self.seq = second.epoch, second.seq
         self.parts = [_content(first), _content(second)]
-        self.size = len(first.data) + len(second.data)
 
     def add(self, event: Event) -> None:
         self.parts.append(_content(event))
         self.seq = event.seq
-        self.size += len(event.data)
 
     def to_event(self) -> Event:
         return Event(self.epoch, self.seq, "token", dumps({"content": "".join(self.parts)}))
@@ -44,11 +42,6 @@ class _TokenRun:
 def _content(token: Event) -> str:
     content: str = json.loads(token.data)["content"]
     return content
-
-
-def _size(item: Event | _TokenRun) -> int:
-    """The JSON size: a bound on the text an item carries."""
-    return item.size if isinstance(item, _TokenRun) else len(item.data)
 
 
 def _event(item: Event | _TokenRun) -> Event:
@@ -64,7 +57,7 @@ class Outbox:
 
     def __init__(self, max_chars: int, slow_after: float) -> None:
         self._items: list[Event | _TokenRun] = []  # a few items at most: runs merge
-        self._held = 0
+        self._held = 0  # JSON size of what is queued: a bound on the text it carries
         self._max_chars = max_chars
         self._slow_after = slow_after
         self._item_waiter: asyncio.Future[None] | None = None  # get() waits for an item
@@ -117,15 +110,9 @@ class Outbox:
         self._error = error
         _wake(self._item_waiter)
 
-    def take_queued(self) -> list[Event]:
-        """Everything queued now, without waiting (the writer sends it in one write)."""
-        events = [_event(item) for item in self._items]
-        self._items.clear()
-        self._held = 0
-        _wake(self._room_waiter)
-        return events
-
-    async def get(self) -> Event:
+    async def take(self) -> list[Event]:
+        """Everything queued, once there is something (the writer sends it in
+        one write); raises the producer's error at once."""
         while not self._items and self._error is None:
             self._item_waiter = asyncio.get_running_loop().create_future()
             try:
@@ -134,11 +121,11 @@ class Outbox:
                 self._item_waiter = None
         if self._error is not None:
             raise self._error
-        item = self._items.pop(0)
-        self._held -= _size(item)
-        if self._held <= self._max_chars:
-            _wake(self._room_waiter)
-        return _event(item)
+        events = [_event(item) for item in self._items]
+        self._items.clear()
+        self._held = 0
+        _wake(self._room_waiter)
+        return events
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

@@ -20,7 +20,7 @@ async def test_queued_tokens_merge_into_one_frame_with_the_last_cursor() -> None
     for seq, text in enumerate(["a", "\r\n", "🚀", " b"], start=2):
         await outbox.put(token(seq, text))
     await outbox.put(Event("e", 6, "done", "{}"))
-    frames = [await outbox.get() for _ in range(len(outbox))]
+    frames = await outbox.take()
     assert [(f.type, f.seq) for f in frames] == [("start", 1), ("token", 5), ("done", 6)]
     assert frames[1].payload() == {"content": "a\r\n🚀 b"}
     assert outbox.merged == 3
@@ -40,9 +40,9 @@ async def test_a_full_outbox_waits_for_the_writer() -> None:
     putter = asyncio.create_task(outbox.put(Event("e", 2, "done", "{}")))
     await asyncio.sleep(0.05)
     assert not putter.done(), "put must wait while the client is behind"
-    await outbox.get()
+    assert [e.type for e in await outbox.take()] == ["start"]
     await asyncio.wait_for(putter, 1)
-    assert (await outbox.get()).type == "done"
+    assert [e.type for e in await outbox.take()] == ["done"]
 
 
 async def test_a_client_stuck_too_long_is_a_slow_consumer() -> None:
@@ -52,12 +52,12 @@ async def test_a_client_stuck_too_long_is_a_slow_consumer() -> None:
         await outbox.put(Event("e", 2, "done", "{}"))
 
 
-async def test_a_failed_producer_surfaces_at_the_next_get() -> None:
+async def test_a_failed_producer_surfaces_at_the_next_take() -> None:
     outbox = Outbox(max_chars=100, slow_after=1)
     await outbox.put(token(2, "queued"))
     outbox.fail(SlowConsumer())
     with pytest.raises(SlowConsumer):
-        await outbox.get()
+        await outbox.take()
 
 
 async def test_a_long_backlog_merges_into_one_exact_frame() -> None:
@@ -65,6 +65,6 @@ async def test_a_long_backlog_merges_into_one_exact_frame() -> None:
     pieces = [f"{i}\r\n🚀 " for i in range(5000)]
     for seq, piece in enumerate(pieces, start=2):
         await outbox.put(token(seq, piece))
-    [frame] = outbox.take_queued()
+    [frame] = await outbox.take()
     assert frame.seq == 5001 and frame.payload() == {"content": "".join(pieces)}
     assert outbox.merged == 4999
