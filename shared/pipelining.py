@@ -34,7 +34,7 @@ class ScriptBatcher:
         self._redis = redis
         self._queued: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()  # referenced until done
-        self.round_trips = 0
+        self.round_trips = 0  # pipelines, lone calls and SCRIPT LOADs sent (diagnostics)
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
         """Run ``script`` with the other calls of this loop iteration; its reply."""
@@ -52,7 +52,6 @@ class ScriptBatcher:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, calls: list[_Call]) -> None:
-        self.round_trips += 1
         try:
             replies = await self.run_together([(c.script, c.keys, c.args) for c in calls])
         except Exception as exc:  # the round trip failed: so did every call in it
@@ -72,18 +71,30 @@ class ScriptBatcher:
         Uses EVALSHA alone: redis-py's script objects would ask Redis with
         ``SCRIPT EXISTS`` first, a second round trip for every pipeline."""
         if len(calls) == 1:
+            self.round_trips += 1
             script, keys, args = calls[0]
             try:  # the script object's own call (it loads a script Redis forgot)
                 return [await script(keys=keys, args=args)]
             except ResponseError as exc:
                 return [exc]
+        replies = await self._pipeline(calls)
+        forgotten = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if forgotten:  # Redis restarted: load each script once, resend those calls together
+            for script in {calls[i][0].sha: calls[i][0] for i in forgotten}.values():
+                self.round_trips += 1
+                await self._redis.script_load(script.script)
+            resent = await self._pipeline([calls[i] for i in forgotten])
+            for i, reply in zip(forgotten, resent, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, calls: Sequence[tuple[AsyncScript, list[str], list[str | int]]]
+                        ) -> list[Any]:
+        self.round_trips += 1
         async with self._redis.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for index, reply in enumerate(replies):
-            if isinstance(reply, NoScriptError):  # Redis restarted and forgot it
-                replies[index] = (await self.run_together([calls[index]]))[0]
         return replies
 
 

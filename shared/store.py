@@ -310,10 +310,10 @@ class StreamStore:
     async def touch(self, stream_ids: Sequence[str]) -> None:
         """Record that clients are watching these streams now (``on_disconnect``)."""
         now = now_ms()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for stream_id in stream_ids:
-                await self._touch(keys=keys.stream_keys(stream_id), args=[now], client=pipe)
-            await pipe.execute()
+        replies = await self._batcher.run_together(
+            [(self._touch, keys.stream_keys(stream_id), [now]) for stream_id in stream_ids])
+        if errors := [reply for reply in replies if isinstance(reply, Exception)]:
+            raise errors[0]
 
     async def append(
         self,
