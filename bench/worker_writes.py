@@ -28,8 +28,7 @@ def measure(redis_url: str, logs: Path, rate: float, jobs: int, buffer: str) -> 
         job = Job(stream_id=stream_id, model="simulated", buffer=buffer,  # type: ignore[arg-type]
                   messages=[{"role": "user", "content": f"bench {stream_id}"}],
                   created_at_ms=int(time.time() * 1000))
-        redis.hset(keys.meta(stream_id), mapping={"status": "queued", "attempt": 0,
-                                                  "last_seq": 0, "model": "simulated"})
+        redis.hset(keys.meta(stream_id), mapping=job.meta_fields())  # type: ignore[arg-type]
         redis.xadd(keys.JOBS, {"job": job.model_dump_json()})
     reads_before = _reads(redis)
     own_reads = 1  # the INFO that closes the count
