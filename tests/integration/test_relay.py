@@ -66,6 +66,52 @@ async def test_a_slow_client_gets_the_same_text_in_fewer_frames(
     assert len(transcript.events) < len(pieces) / 2
 
 
+class RecordingSocket:
+    """Stands in for ``DirectSse``/``DirectWebSocket``: takes every live event it
+    is offered, as a socket with an empty send buffer would."""
+
+    def __init__(self, transcript: Transcript) -> None:
+        self.open = True
+        self.written = 0
+        self._transcript = transcript
+
+    def write_now(self, event: Event) -> bool:
+        if not self.open or event.is_terminal:
+            return False
+        self._transcript.apply(to_client(event))  # checks cursors: no overtaking
+        self.written += 1
+        return True
+
+
+async def test_direct_writes_never_overtake_a_batch_being_written(
+    redis: Redis, redis_url: str, hub: Hub
+) -> None:
+    """A WebSocket writes a batch frame by frame and may wait in between; live
+    events arriving meanwhile must queue behind the rest of the batch."""
+    settings = make_settings(redis_url)
+    store = StreamStore(redis, settings)
+    attempt = await started(store)
+    pieces = [f"p{i} " for i in range(300)]
+    transcript = Transcript()
+    socket = RecordingSocket(transcript)
+    batches = 0
+
+    async def frame_by_frame(batch: list[Event]) -> None:
+        nonlocal batches
+        batches += 1
+        for event in batch:
+            if batches <= 3:  # a congested start: each frame waits on drain first
+                await asyncio.sleep(0.02)
+            transcript.apply(to_client(event))
+
+    follower = Follower(store, hub, attempt.stream_id, None, idle_resync=2)
+    producer = asyncio.create_task(produce(store, attempt, pieces, pause=0.003))
+    await asyncio.wait_for(relay(follower, settings, frame_by_frame, socket), 20)
+    await producer
+    assert transcript.text == "".join(pieces) and transcript.terminal is not None
+    assert socket.written > 0 and batches > 3  # both paths took part
+
+
 async def test_a_stuck_client_is_disconnected_and_resumes_exactly(
     redis: Redis, redis_url: str, hub: Hub
 ) -> None:
