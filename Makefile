@@ -31,16 +31,10 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found: the browser test will be skipped"; fi; }
 
-## ruff, and mypy --strict over the package as it installs. mypy cannot follow
-## setuptools' editable finder for the package-dir mapping, so it reads a
-## symlinked view: tokenwire/ = shared/, tokenwire/worker, tokenwire/edge.
+## ruff, and mypy --strict over the package, the tests and the benchmark.
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	rm -rf build/typecheck && mkdir -p build/typecheck/tokenwire
-	for f in shared/*.py shared/py.typed; do ln -s ../../../$$f build/typecheck/tokenwire/; done
-	ln -s ../../../services/worker build/typecheck/tokenwire/worker
-	ln -s ../../../services/edge build/typecheck/tokenwire/edge
-	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p tokenwire
+	$(BIN)/mypy shared services
 
 ## The benchmark: Tokenwire's edge vs a raw broadcaster and a naive edge (~6 min).
 ## BENCH_ARGS=--quick for a scaled-down run. Writes bench/results/<date>.{json,md,png}.
