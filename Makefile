@@ -34,7 +34,7 @@ browser:
 ## ruff, and mypy --strict over the package, the tests and the benchmark.
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services tests bench
 
 ## The benchmark: Tokenwire's edge vs a raw broadcaster and a naive edge (~6 min).
 ## BENCH_ARGS=--quick for a scaled-down run. Writes bench/results/<date>.{json,md,png}.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
@@ -23,10 +24,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_reference_edge(app: web.Application, events: web.Handler, port: int) -> None:
+def serve_reference_edge(app: web.Application,
+                         events: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                         port: int) -> None:
     """Run a reference edge (raw or naive) with the routes the load generator uses."""
     app.router.add_get("/v1/streams/{stream_id}/events", events)
-    app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/healthz", healthz)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
                 handler_cancellation=True)
 
@@ -85,7 +91,7 @@ class CpuSampler:
         self._t0 = 0.0
 
     def rss_mib(self) -> float:
-        return self.process.memory_info().rss / 2**20
+        return float(self.process.memory_info().rss / 2**20)
 
     def start(self) -> None:
         times = self.process.cpu_times()
@@ -93,4 +99,5 @@ class CpuSampler:
 
     def cpu_percent(self) -> float:
         times = self.process.cpu_times()
-        return 100 * (times.user + times.system - self._cpu0) / (time.monotonic() - self._t0)
+        return float(100 * (times.user + times.system - self._cpu0)
+                     / (time.monotonic() - self._t0))

@@ -5,6 +5,7 @@ entry id. The reference Tokenwire must beat."""
 from __future__ import annotations
 
 import argparse
+from typing import cast
 
 from aiohttp import web
 from aiohttp_sse import sse_response
@@ -13,6 +14,8 @@ from redis.asyncio import Redis
 from bench.harness import serve_reference_edge
 
 REDIS = web.AppKey("redis_url", str)
+#: XREAD's reply with decoded responses: per stream, its (entry id, fields) pairs.
+StreamReply = list[tuple[str, list[tuple[str, dict[str, str]]]]]
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -23,7 +26,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         async with sse_response(request) as response:
             while True:
-                reply = await client.xread({f"tw:{{{stream_id}}}:events": last}, block=5000)
+                reply = cast(StreamReply | None, await client.xread(
+                    {f"tw:{{{stream_id}}}:events": last}, block=5000))
                 for _, entries in reply or []:
                     for entry_id, fields in entries:
                         last = entry_id

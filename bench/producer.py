@@ -15,6 +15,7 @@ import heapq
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from tokenwire.errors import WriteRejected
 from tokenwire.events import dumps
@@ -42,8 +43,8 @@ def token_now() -> PendingEvent:
 
 
 async def run(redis_url: str, ids: list[str], *, rate: float, seconds: float, done: bool,
-              ready: Path) -> dict:
-    settings = Settings(_env_file=None, redis_url=redis_url)  # type: ignore[call-arg]
+              ready: Path) -> dict[str, Any]:
+    settings = Settings(_env_file=None, redis_url=redis_url)
     redis = create_redis(settings, "bench-producer")
     store = StreamStore(redis, settings)
     attempts: list[Attempt] = []

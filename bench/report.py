@@ -17,6 +17,14 @@ def _by(results: list[dict[str, Any]], scenario: str, design: str) -> dict[str, 
                 None)
 
 
+def _field(result: dict[str, Any] | None, *path: str) -> float | None:
+    """``result[path[0]][path[1]]...``, None where a level is missing."""
+    value: Any = result
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value if isinstance(value, int | float) else None
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     if not a or not b:
         return "-"
@@ -60,10 +68,10 @@ def markdown(payload: dict[str, Any]) -> str:
         p99 = tw["latency_ms"].get("p99")
         lines.append(
             f"| {scenario} "
-            f"| {_ratio(p99, raw and raw['latency_ms'].get('p99'))} "
-            f"| {_ratio(p99, naive and naive['latency_ms'].get('p99'))} "
-            f"| {_ratio(tw['edge_cpu_percent'], naive and naive['edge_cpu_percent'])} "
-            f"| {_ratio(tw['tokens_per_second'], raw and raw['tokens_per_second'])} |")
+            f"| {_ratio(p99, _field(raw, 'latency_ms', 'p99'))} "
+            f"| {_ratio(p99, _field(naive, 'latency_ms', 'p99'))} "
+            f"| {_ratio(tw['edge_cpu_percent'], _field(naive, 'edge_cpu_percent'))} "
+            f"| {_ratio(tw['tokens_per_second'], _field(raw, 'tokens_per_second'))} |")
     lines += _cpu_table(results, m["cpus"])
     writes = payload.get("worker_writes") or []
     if writes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 
@@ -17,7 +18,7 @@ from bench.harness import Child
 from tokenwire import keys
 
 
-def measure(redis_url: str, logs: Path, rate: float, jobs: int, buffer: str) -> dict[str, float]:
+def measure(redis_url: str, logs: Path, rate: float, jobs: int, buffer: str) -> dict[str, Any]:
     redis = Redis.from_url(redis_url, decode_responses=True)
     redis.flushall()
     redis.config_resetstat()
@@ -25,7 +26,7 @@ def measure(redis_url: str, logs: Path, rate: float, jobs: int, buffer: str) -> 
     from tokenwire.jobs import Job  # noqa: PLC0415 - keep the module import light
 
     for stream_id in ids:
-        job = Job(stream_id=stream_id, model="simulated", buffer=buffer,  # type: ignore[arg-type]
+        job = Job(stream_id=stream_id, model="simulated", buffer=buffer,
                   messages=[{"role": "user", "content": f"bench {stream_id}"}],
                   created_at_ms=int(time.time() * 1000))
         redis.hset(keys.meta(stream_id), mapping=job.meta_fields())  # type: ignore[arg-type]

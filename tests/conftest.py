@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -26,7 +27,7 @@ def valkey_server() -> Iterator[ValkeyServer]:
 
 
 def make_settings(redis_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "redis_url": redis_url,
         "provider": "simulated",
         "simulated_tokens_per_second": 2000.0,
@@ -38,12 +39,12 @@ def make_settings(redis_url: str, **overrides: object) -> Settings:
         "drain_ready_delay_seconds": 0.0,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture
 def redis_url(valkey_server: ValkeyServer) -> str:
-    return valkey_server.connection_url + "/0"
+    return str(valkey_server.connection_url) + "/0"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -84,7 +84,7 @@ class Transcript:
             self.terminal = event
 
 
-async def parse_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, str, str]]:
+async def parse_sse(content: AsyncIterable[bytes]) -> AsyncIterator[tuple[str | None, str, str]]:
     """Yield ``(id, event, data)`` per SSE message (comments and ``retry:`` skipped).
 
     ``id`` is the message's own id, None when it has none — unlike

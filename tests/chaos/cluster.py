@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 from redis.asyncio import Redis
@@ -195,8 +196,7 @@ class Cluster:
                 await asyncio.sleep(0.02)
 
     async def meta(self, stream_id: str) -> dict[str, str]:
-        meta: dict[str, str] = await self.redis.hgetall(f"tw:{{{stream_id}}}:meta")
-        return meta
+        return cast(dict[str, str], await self.redis.hgetall(f"tw:{{{stream_id}}}:meta"))
 
     async def llm_stats(self) -> dict[str, dict[str, int]]:
         url = f"http://127.0.0.1:{self.llm_port}/stats"

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -104,7 +105,7 @@ async def lost_replies_are_retried(run: Run) -> None:
         # Killing a connection while a write is in flight loses its reply, not the write.
         for client in await run.cluster.redis.client_list():
             if client.get("name") == "tw-worker" and "evalsha" in client.get("cmd", ""):
-                await run.cluster.redis.execute_command("CLIENT KILL ID", client["id"])
+                await run.cluster.redis.client_kill_filter(_id=client["id"])
                 killed += 1
         await asyncio.sleep(0.01)
     run.fault(f"{killed} worker connections killed mid-write")
@@ -118,7 +119,7 @@ async def terminal_written_before_ack(run: Run) -> None:
     prompt = run.prompt()
     stream_id = await run.create(prompt)
     # A "ghost" worker takes the job, writes all of it, and dies before XACK.
-    settings = Settings(redis_url=run.cluster.valkey.url, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(redis_url=run.cluster.valkey.url, _env_file=None)
     redis = Redis.from_url(run.cluster.valkey.url, decode_responses=True)
     try:
         queue = JobQueue(redis, "ghost", 1500)
@@ -163,7 +164,7 @@ async def poison_jobs_are_dead_lettered(run: Run) -> None:
         run.fault(f"job crashed worker{owner} (attempt {attempt})")
         await restart_worker_later(run, owner, 0.2)
     await run.finish(expect="error", code="attempts_exhausted")
-    dead = await run.cluster.redis.xrange("tw:jobs:dead")
+    dead = cast(list[tuple[str, dict[str, str]]], await run.cluster.redis.xrange("tw:jobs:dead"))
     reasons = {fields["stream_id"]: fields["reason"] for _, fields in dead}
     run.require(reasons == {failing: "upstream_500", crashing: "attempts_exhausted"},
                 f"dead letters {reasons}")
@@ -396,7 +397,7 @@ async def cancel(run: Run, stream_id: str, edge: int) -> str:
 
 
 async def abandoned_streams_stop(run: Run) -> None:
-    policy = {"on_disconnect": "cancel_after=1"}
+    policy: dict[str, Any] = {"on_disconnect": "cancel_after=1"}
     unwatched = await run.create(run.prompt("#delay=100"), **policy)
     watched = await run.create(run.prompt("#delay=50"), **policy)
     handed_over = await run.create(run.prompt("#delay=50"), **policy)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -168,7 +169,7 @@ async def test_upstream_that_ends_without_finish_reason_is_an_error(topology: To
 async def test_documented_status_codes_on_a_real_edge(topology: Topology) -> None:
     base = topology.edges[1]
     async with aiohttp.ClientSession() as session:
-        async def status(method: str, path: str, **kwargs: object) -> tuple[int, str | None]:
+        async def status(method: str, path: str, **kwargs: Any) -> tuple[int, str | None]:
             async with session.request(method, base + path, **kwargs) as response:
                 if response.status == 204:
                     return 204, None

@@ -7,12 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tokenwire.client import ClientEvent, Transcript, parse_sse
 
+#: aiohttp's test client of an edge app.
+EdgeClient = TestClient[web.Request, web.Application]
 
-async def read_events(client: TestClient, stream_id: str, headers: dict[str, str] | None = None,
+
+async def read_events(client: EdgeClient, stream_id: str, headers: dict[str, str] | None = None,
                       params: dict[str, str] | None = None, limit: int | None = None
                       ) -> list[ClientEvent]:
     """Open the SSE stream, read up to ``limit`` events (all, by default), close."""
@@ -36,14 +40,14 @@ def assemble(*batches: list[ClientEvent]) -> Transcript:
     return transcript
 
 
-async def create(client: TestClient, body: dict[str, Any] | None = None) -> str:
+async def create(client: EdgeClient, body: dict[str, Any] | None = None) -> str:
     response = await client.post("/v1/streams", json=body or {"prompt": "hello edge"})
     assert response.status == 202, await response.text()
     return str((await response.json())["id"])
 
 
 @asynccontextmanager
-async def websocket(client: TestClient, stream_id: str, last_event_id: str | None = None
+async def websocket(client: EdgeClient, stream_id: str, last_event_id: str | None = None
                     ) -> AsyncIterator[Any]:
     params = {"last_event_id": last_event_id} if last_event_id else {}
     ws = await client.ws_connect(f"/v1/streams/{stream_id}/ws", params=params)

@@ -11,11 +11,16 @@ from typing import Any
 
 import pytest
 from aiohttp import WSMsgType
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings, running_worker
-from tests.integration.edge_support import assemble, create, read_events, websocket
+from tests.integration.edge_support import (
+    EdgeClient,
+    assemble,
+    create,
+    read_events,
+    websocket,
+)
 from tests.support.streams import begin_attempt
 from tokenwire import keys
 from tokenwire.client import ClientEvent, Transcript, parse_sse
@@ -41,16 +46,17 @@ def edge_settings(redis_url: str) -> Settings:
 
 @pytest.fixture
 async def client(redis: Redis, edge_settings: Settings, aiohttp_client: ClientFactory
-                 ) -> AsyncIterator[TestClient]:
+                 ) -> AsyncIterator[EdgeClient]:
     async with running_worker(redis, edge_settings):
         yield await aiohttp_client(create_app(edge_settings))
 
 
 @pytest.fixture
 async def idle_client(redis: Redis, edge_settings: Settings, aiohttp_client: ClientFactory
-                      ) -> TestClient:
+                      ) -> EdgeClient:
     """An edge with no worker: streams stay queued."""
-    return await aiohttp_client(create_app(edge_settings))
+    edge: EdgeClient = await aiohttp_client(create_app(edge_settings))
+    return edge
 
 
 def contiguous(events: list[ClientEvent]) -> bool:
@@ -62,7 +68,7 @@ def contiguous(events: list[ClientEvent]) -> bool:
 # --- creating and reading -------------------------------------------------------------
 
 
-async def test_create_then_stream_delivers_the_exact_text(client: TestClient) -> None:
+async def test_create_then_stream_delivers_the_exact_text(client: EdgeClient) -> None:
     response = await client.post("/v1/streams", json={"prompt": "hello edge"})
     assert response.status == 202
     body = await response.json()
@@ -81,7 +87,7 @@ async def test_create_then_stream_delivers_the_exact_text(client: TestClient) ->
     assert {"duration_ms", "tokens_per_second", "usage"} <= done.keys()
 
 
-async def test_sse_wire_format(client: TestClient) -> None:
+async def test_sse_wire_format(client: EdgeClient) -> None:
     stream_id = await create(client)
     response = await client.get(f"/v1/streams/{stream_id}/events")
     assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -99,14 +105,14 @@ async def test_sse_wire_format(client: TestClient) -> None:
     response.close()
 
 
-async def test_start_data_names_model_epoch_and_attempt(client: TestClient) -> None:
+async def test_start_data_names_model_epoch_and_attempt(client: EdgeClient) -> None:
     stream_id = await create(client, {"prompt": "x", "model": "simulated"})
     [start] = await read_events(client, stream_id, limit=1)
     assert start.data == {"stream_id": stream_id, "model": "simulated",
                           "epoch": start.epoch, "attempt": 1}
 
 
-async def test_max_tokens_ends_with_length(client: TestClient) -> None:
+async def test_max_tokens_ends_with_length(client: EdgeClient) -> None:
     stream_id = await create(client, {"prompt": "short", "max_tokens": 5})
     events = await read_events(client, stream_id)
     assert assemble(events).text == expected_text("short", 5)
@@ -116,7 +122,7 @@ async def test_max_tokens_ends_with_length(client: TestClient) -> None:
 # --- resume ------------------------------------------------------------------------------
 
 
-async def test_resume_with_last_event_id_continues_exactly(client: TestClient) -> None:
+async def test_resume_with_last_event_id_continues_exactly(client: EdgeClient) -> None:
     stream_id = await create(client)
     first = await read_events(client, stream_id, limit=7)
     rest = await read_events(client, stream_id, headers={"Last-Event-ID": first[-1].id})
@@ -125,7 +131,7 @@ async def test_resume_with_last_event_id_continues_exactly(client: TestClient) -
     assert assemble(first, rest).text == expected_text("hello edge")
 
 
-async def test_resume_with_query_parameter_and_header_wins(client: TestClient) -> None:
+async def test_resume_with_query_parameter_and_header_wins(client: EdgeClient) -> None:
     stream_id = await create(client)
     first = await read_events(client, stream_id, limit=6)
     by_query = await read_events(client, stream_id, params={"last_event_id": first[2].id})
@@ -136,7 +142,7 @@ async def test_resume_with_query_parameter_and_header_wins(client: TestClient) -
     assert assemble(first[:5], both).text == expected_text("hello edge")
 
 
-async def test_many_drops_still_assemble_the_exact_text(client: TestClient) -> None:
+async def test_many_drops_still_assemble_the_exact_text(client: EdgeClient) -> None:
     stream_id = await create(client, {"prompt": "drop me often"})
     transcript = Transcript()
     while transcript.terminal is None:
@@ -147,7 +153,7 @@ async def test_many_drops_still_assemble_the_exact_text(client: TestClient) -> N
     assert transcript.resets == 0
 
 
-async def test_resume_after_the_end_is_204(client: TestClient) -> None:
+async def test_resume_after_the_end_is_204(client: EdgeClient) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id)
     response = await client.get(f"/v1/streams/{stream_id}/events",
@@ -155,7 +161,7 @@ async def test_resume_after_the_end_is_204(client: TestClient) -> None:
     assert response.status == 204
 
 
-async def test_finished_stream_whose_events_expired_is_204(client: TestClient, redis: Redis
+async def test_finished_stream_whose_events_expired_is_204(client: EdgeClient, redis: Redis
                                                            ) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id)
@@ -167,7 +173,7 @@ async def test_finished_stream_whose_events_expired_is_204(client: TestClient, r
     assert status["text"] == assemble(events).text
 
 
-async def test_cursor_of_another_epoch_gets_reset_then_the_stream(client: TestClient) -> None:
+async def test_cursor_of_another_epoch_gets_reset_then_the_stream(client: EdgeClient) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id, headers={"Last-Event-ID": "0ldepoch.5"})
     assert events[0].type == "reset"
@@ -177,7 +183,7 @@ async def test_cursor_of_another_epoch_gets_reset_then_the_stream(client: TestCl
     assert assemble(events).text == expected_text("hello edge")
 
 
-async def test_cursor_ahead_of_the_stream_gets_reset(client: TestClient) -> None:
+async def test_cursor_ahead_of_the_stream_gets_reset(client: EdgeClient) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id)
     ahead = f"{events[0].epoch}.{events[-1].seq + 50}"
@@ -186,7 +192,7 @@ async def test_cursor_ahead_of_the_stream_gets_reset(client: TestClient) -> None
     assert assemble(replay).text == expected_text("hello edge")
 
 
-async def test_trimmed_history_gets_reset_and_a_snapshot(client: TestClient, redis: Redis
+async def test_trimmed_history_gets_reset_and_a_snapshot(client: EdgeClient, redis: Redis
                                                          ) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id)
@@ -199,7 +205,7 @@ async def test_trimmed_history_gets_reset_and_a_snapshot(client: TestClient, red
     assert assemble(replay).text == expected_text("hello edge")
 
 
-async def test_late_joiner_may_ask_for_a_snapshot(client: TestClient) -> None:
+async def test_late_joiner_may_ask_for_a_snapshot(client: EdgeClient) -> None:
     stream_id = await create(client)
     await read_events(client, stream_id)
     events = await read_events(client, stream_id, params={"snapshot": "1"})
@@ -207,7 +213,7 @@ async def test_late_joiner_may_ask_for_a_snapshot(client: TestClient) -> None:
     assert events[0].data["content"] == expected_text("hello edge")
 
 
-async def test_one_request_form_streams_the_new_stream(client: TestClient) -> None:
+async def test_one_request_form_streams_the_new_stream(client: EdgeClient) -> None:
     response = await client.post("/v1/streams", json={"prompt": "in one go"},
                                  headers={"Accept": "text/event-stream"})
     assert response.status == 200
@@ -219,7 +225,7 @@ async def test_one_request_form_streams_the_new_stream(client: TestClient) -> No
     assert transcript.text == expected_text("in one go")
 
 
-async def test_an_http_1_0_client_gets_unchunked_sse_until_the_end(client: TestClient) -> None:
+async def test_an_http_1_0_client_gets_unchunked_sse_until_the_end(client: EdgeClient) -> None:
     """Live frames are written straight to the socket; they must follow the
     framing aiohttp chose for the response (HTTP/1.0: no chunked encoding)."""
     stream_id = await create(client, {"prompt": "old client"})
@@ -245,7 +251,7 @@ def _lines_of(body: bytes) -> AsyncIterator[bytes]:
     return lines()
 
 
-async def test_several_viewers_share_one_live_subscription(client: TestClient) -> None:
+async def test_several_viewers_share_one_live_subscription(client: EdgeClient) -> None:
     stream_id = await create(client, {"prompt": "shared"})
     viewers = await asyncio.gather(*(read_events(client, stream_id) for _ in range(4)))
     for events in viewers:
@@ -256,7 +262,7 @@ async def test_several_viewers_share_one_live_subscription(client: TestClient) -
 
 
 async def test_a_new_attempt_while_following_resets_the_client(
-    idle_client: TestClient, redis: Redis, edge_settings: Settings
+    idle_client: EdgeClient, redis: Redis, edge_settings: Settings
 ) -> None:
     """A worker that died is replaced mid-stream: the follower must not splice."""
     store = StreamStore(redis, edge_settings)
@@ -292,7 +298,7 @@ async def ws_events(ws: Any, limit: int | None = None) -> list[ClientEvent]:
     return events
 
 
-async def test_websocket_delivers_and_resumes(client: TestClient) -> None:
+async def test_websocket_delivers_and_resumes(client: EdgeClient) -> None:
     stream_id = await create(client, {"prompt": "over ws"})
     async with websocket(client, stream_id) as ws:
         first = await ws_events(ws, limit=5)
@@ -304,7 +310,7 @@ async def test_websocket_delivers_and_resumes(client: TestClient) -> None:
 
 
 async def test_live_websocket_frames_of_every_length_class_arrive_intact(
-    idle_client: TestClient, redis: Redis, edge_settings: Settings
+    idle_client: EdgeClient, redis: Redis, edge_settings: Settings
 ) -> None:
     """Live frames are written straight to the socket with their own header:
     payloads under 126 bytes, under 64 KiB and above take three header forms."""
@@ -345,7 +351,7 @@ async def test_websocket_cancel(redis: Redis, redis_url: str, aiohttp_client: Cl
     assert events[-1].data["sha256"] == hashlib.sha256(text.encode()).hexdigest()
 
 
-async def test_websocket_after_the_end_closes_normally(client: TestClient) -> None:
+async def test_websocket_after_the_end_closes_normally(client: EdgeClient) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id)
     async with websocket(client, stream_id, events[-1].id) as ws:
@@ -356,7 +362,7 @@ async def test_websocket_after_the_end_closes_normally(client: TestClient) -> No
 # --- status and cancel -------------------------------------------------------------------
 
 
-async def test_status_returns_text_consistent_with_its_cursor(client: TestClient) -> None:
+async def test_status_returns_text_consistent_with_its_cursor(client: EdgeClient) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id)
     status = await (await client.get(f"/v1/streams/{stream_id}")).json()
@@ -366,7 +372,7 @@ async def test_status_returns_text_consistent_with_its_cursor(client: TestClient
     assert status["done"]["sha256"] == events[-1].data["sha256"]
 
 
-async def test_cancel_while_queued_ends_the_stream_at_once(idle_client: TestClient) -> None:
+async def test_cancel_while_queued_ends_the_stream_at_once(idle_client: EdgeClient) -> None:
     stream_id = await create(idle_client)
     for _ in range(2):  # idempotent
         response = await idle_client.post(f"/v1/streams/{stream_id}/cancel")
@@ -377,7 +383,7 @@ async def test_cancel_while_queued_ends_the_stream_at_once(idle_client: TestClie
     assert events[-1].data["finish_reason"] == "cancelled"
 
 
-async def test_cancel_after_the_end_changes_nothing(client: TestClient) -> None:
+async def test_cancel_after_the_end_changes_nothing(client: EdgeClient) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id)
     response = await client.post(f"/v1/streams/{stream_id}/cancel")
@@ -413,7 +419,7 @@ async def error_of(response: Any) -> tuple[int, str]:
      "bad_idempotency_key"),
 ])
 async def test_bad_jobs_are_refused_and_change_nothing(
-    idle_client: TestClient, redis: Redis, kwargs: dict[str, Any], status: int, code: str
+    idle_client: EdgeClient, redis: Redis, kwargs: dict[str, Any], status: int, code: str
 ) -> None:
     response = await idle_client.post("/v1/streams", **kwargs)
     assert await error_of(response) == (status, code)
@@ -421,7 +427,7 @@ async def test_bad_jobs_are_refused_and_change_nothing(
     assert [k async for k in redis.scan_iter("tw:{*")] == []
 
 
-async def test_idempotent_create(idle_client: TestClient, redis: Redis) -> None:
+async def test_idempotent_create(idle_client: EdgeClient, redis: Redis) -> None:
     headers = {"Idempotency-Key": "req-42"}
     first = await idle_client.post("/v1/streams", json={"prompt": "a"}, headers=headers)
     again = await idle_client.post("/v1/streams", json={"prompt": "a"}, headers=headers)
@@ -451,7 +457,7 @@ async def test_a_full_queue_answers_429_with_retry_after(
     ("GET", "/v1/nothing-here", {}, 404, "not_found"),
     ("DELETE", "/v1/streams", {}, 405, "method_not_allowed"),
 ])
-async def test_unknown_things_get_json_errors(idle_client: TestClient, method: str, path: str,
+async def test_unknown_things_get_json_errors(idle_client: EdgeClient, method: str, path: str,
                                               headers: dict[str, str], status: int, code: str
                                               ) -> None:
     response = await idle_client.request(method, path, headers=headers)
@@ -459,11 +465,11 @@ async def test_unknown_things_get_json_errors(idle_client: TestClient, method: s
 
 
 @pytest.mark.parametrize("cursor", ["garbage", "abc.-1", "a.b.c", "x" * 40 + ".1"])
-async def test_malformed_cursors_are_400(idle_client: TestClient, cursor: str) -> None:
+async def test_malformed_cursors_are_400(idle_client: EdgeClient, cursor: str) -> None:
     stream_id = await create(idle_client)
-    for kwargs in ({"headers": {"Last-Event-ID": cursor}},
-                   {"params": {"last_event_id": cursor}}):
-        response = await idle_client.get(f"/v1/streams/{stream_id}/events", **kwargs)
+    path = f"/v1/streams/{stream_id}/events"
+    for response in (await idle_client.get(path, headers={"Last-Event-ID": cursor}),
+                     await idle_client.get(path, params={"last_event_id": cursor})):
         assert await error_of(response) == (400, "bad_cursor")
     response = await idle_client.get(f"/v1/streams/{stream_id}/ws",
                                      params={"last_event_id": cursor})
@@ -473,7 +479,7 @@ async def test_malformed_cursors_are_400(idle_client: TestClient, cursor: str) -
 # --- operations -------------------------------------------------------------------------
 
 
-async def test_health_readiness_and_metrics(client: TestClient) -> None:
+async def test_health_readiness_and_metrics(client: EdgeClient) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["status"] == "ready"
@@ -484,7 +490,7 @@ async def test_health_readiness_and_metrics(client: TestClient) -> None:
     assert 'tokenwire_edge_events_sent_total{transport="sse"}' in metrics
 
 
-async def test_demo_page_is_served(client: TestClient) -> None:
+async def test_demo_page_is_served(client: EdgeClient) -> None:
     response = await client.get("/")
     assert response.status == 200
     page = await response.text()

@@ -21,7 +21,7 @@ async def test_calls_made_together_go_in_one_round_trip(redis: Redis) -> None:
     replies = await asyncio.gather(*(batcher.call(incr, [f"k{i}"], [i]) for i in range(20)))
     assert replies == list(range(20))
     assert batcher.round_trips == 1
-    assert [int(v) for v in await redis.mget([f"k{i}" for i in range(20)])] == list(range(20))
+    assert await redis.mget([f"k{i}" for i in range(20)]) == [str(i) for i in range(20)]
 
 
 async def test_one_failing_call_fails_alone(redis: Redis) -> None:

@@ -68,7 +68,7 @@ async def test_appends_are_numbered_and_the_text_matches_the_cursor(redis: Redis
     assert snap is not None
     assert snap.text == "a\r\n🚀 \x00z"
     assert snap.meta.last_seq == 4 and snap.meta.tokens == 3
-    entry_ids = [e for e, _ in await redis.xrange(keys.events(attempt.stream_id))]
+    entry_ids = [e for e, _ in await redis.xrange(keys.events(attempt.stream_id)) or []]
     assert entry_ids == ["1-0", "2-0", "3-0", "4-0"]
 
 

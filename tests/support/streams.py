@@ -12,7 +12,7 @@ from tokenwire.store import Attempt, Dead, NoWork, StreamStore
 def new_job(prompt: str = "hello", stream_id: str | None = None, **fields: object) -> Job:
     return Job(stream_id=stream_id or keys.new_stream_id(),
                messages=[{"role": "user", "content": prompt}], model="simulated",
-               buffer="none", created_at_ms=int(time.time() * 1000), **fields)  # type: ignore[arg-type]
+               buffer="none", created_at_ms=int(time.time() * 1000), **fields)
 
 
 async def begin_attempt(store: StreamStore, stream_id: str, owner: str,

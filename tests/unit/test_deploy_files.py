@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,11 +14,12 @@ import yaml
 from tokenwire.cli import _parser
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+ROLES = set(_parser()._subparsers._group_actions[0].choices or ())  # type: ignore[union-attr]
 
 
-def compose() -> dict:  # type: ignore[type-arg]
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
 
 
 def test_compose_runs_valkey_workers_edges_and_a_proxy() -> None:

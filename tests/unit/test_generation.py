@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -47,7 +47,7 @@ class ListSink:
 class ScriptedProvider:
     name = "scripted"
 
-    def __init__(self, *scripts: list[Delta | float | Exception]) -> None:
+    def __init__(self, *scripts: Sequence[Delta | float | Exception]) -> None:
         """One script per call; the last one repeats."""
         self.scripts = scripts
         self.prefixes: list[str] = []

@@ -45,7 +45,7 @@ def test_settings_read_prefixed_env_and_common_names(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/2")
     monkeypatch.setenv("TOKENWIRE_WORKER_CONCURRENCY", "7")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.redis_url == "redis://elsewhere:6379/2"
     assert settings.worker_concurrency == 7
     assert settings.effective_provider == "openai"
@@ -55,14 +55,14 @@ def test_settings_read_prefixed_env_and_common_names(monkeypatch: pytest.MonkeyP
 def test_simulated_is_the_default_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("TOKENWIRE_OPENAI_API_KEY", raising=False)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.effective_provider == "simulated"
     assert settings.default_model_name == "simulated"
 
 
 def test_blocking_reads_must_stay_below_the_socket_timeout() -> None:
     with pytest.raises(ValidationError):
-        Settings(_env_file=None, read_block_ms=10_000, redis_socket_timeout=5)  # type: ignore[call-arg]
+        Settings(_env_file=None, read_block_ms=10_000, redis_socket_timeout=5)
 
 
 def test_the_readme_documents_every_setting() -> None:

@@ -43,7 +43,13 @@ async def test_an_overflow_drops_the_backlog_and_says_lagged_until_recovered() -
 async def test_the_direct_path_takes_what_it_accepts_and_nothing_else() -> None:
     live = Subscription("s", maxsize=8)
     taken: list[Event] = []
-    live.direct = lambda event: event.seq % 2 == 1 and not taken.append(event)
+    def take_odd(event: Event) -> bool:
+        if event.seq % 2 == 0:
+            return False
+        taken.append(event)
+        return True
+
+    live.direct = take_odd
     for seq in (1, 2, 3):
         live.deliver(token(seq))
     assert taken == [token(1)]  # 3 must queue behind 2: order is kept
