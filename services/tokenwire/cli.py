@@ -40,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: v for k, v in (("host", getattr(args, "host", None)),
                                    ("port", getattr(args, "port", None))) if v is not None}
     settings = Settings(**overrides)
-    configure_logging(settings.log_level, settings.log_format)
+    api_key = settings.openai_api_key
+    configure_logging(settings.log_level, settings.log_format,
+                      secrets=[api_key.get_secret_value() if api_key else None])
     if args.command == "edge":
         _run(settings, _until_signal(lambda stop: run_edge(settings, stop)))
     elif args.command == "worker":

@@ -14,6 +14,10 @@ behaviour with leading directives (several may be combined):
 - ``#retry_after=S``  …with a ``Retry-After: S`` header
 - ``#cut=K:C``        the first K requests drop the connection after C chunks
 - ``#stall=C``        go silent after C chunks, until the client hangs up
+- ``#leak``           an error's message quotes the caller's API key and an internal
+                      URL with credentials, as real providers' messages can
+- ``#surrogate``      the completion carries a lone surrogate and an emoji whose
+                      UTF-16 pair is split across two chunks (JSON ``\\ud83d`` escapes)
 
 A continuation request (a trailing assistant message and
 ``continue_final_message``, the vLLM convention) streams what follows that
@@ -40,6 +44,12 @@ from aiohttp import web
 _TRICKY = [" ", "  ", "\n", "\r\n", "\r", "\t", "\x00", "🚀", "👩‍💻", "e\u0301", "\u0301",
            "\ndata: forged\n\n", "id: 9.9", '{"a":1}', "\u2028", "日本語", "ß", "."]
 _WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+
+
+#: ``#surrogate``: what the chunks decode to on the client side (lone halves included).
+SURROGATE_CHUNKS = ["lone ", "\ud800", " split ", "\ud83d", "\ude80", " end"]
+#: …and the text that must reach clients: the pair joined, the lone half replaced.
+SURROGATE_TEXT = "lone \ufffd split 🚀 end"
 
 
 def completion_for(prompt: str, count: int = 60) -> list[str]:
@@ -91,13 +101,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     script = directives(prompt)
     stats = request.app[STATS].setdefault(prompt, PromptStats())
     stats.requests += 1
+    leak = _leaky_message(request) if "leak" in script else None
     if "status" in script:
-        return _http_error(int(script["status"]), None)
+        return _http_error(int(script["status"]), None, leak)
     if "fail" in script:
         times, status = script["fail"].split(":")
         if stats.requests <= int(times):
-            return _http_error(int(status), script.get("retry_after"))
-    chunks = completion_for(prompt)
+            return _http_error(int(status), script.get("retry_after"), leak)
+    chunks = SURROGATE_CHUNKS if "surrogate" in script else completion_for(prompt)
     finish = "stop"
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and max_tokens < len(chunks):
@@ -162,10 +173,17 @@ def _after(prefix: str, chunks: list[str]) -> list[str]:
     return [text[len(prefix):]] if len(text) > len(prefix) else []
 
 
-def _http_error(status: int, retry_after: str | None) -> web.Response:
+def _http_error(status: int, retry_after: str | None, message: str | None = None
+                ) -> web.Response:
     headers = {"Retry-After": retry_after} if retry_after else {}
-    return web.json_response({"error": {"message": "scripted", "type": "x"}}, status=status,
-                             headers=headers)
+    return web.json_response({"error": {"message": message or "scripted", "type": "x"}},
+                             status=status, headers=headers)
+
+
+def _leaky_message(request: web.Request) -> str:
+    key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    return (f"Incorrect API key provided: {key}. Upstream https://svc:hunter22@llm.internal/v1"
+            f" answered for Authorization: Bearer {key}")
 
 
 async def stats_handler(request: web.Request) -> web.Response:

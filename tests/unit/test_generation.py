@@ -11,6 +11,7 @@ import pytest
 
 from tokenwire.buffers import make_buffer
 from tokenwire.jobs import Job
+from tokenwire.settings import BufferMode
 from tokenwire.worker.generation import Ending, Generation, UpstreamPolicy
 from tokenwire.worker.providers import Delta, UpstreamError
 from tokenwire.worker.providers.simulated import SimulatedProvider, simulated_tokens
@@ -222,3 +223,32 @@ async def test_simulated_provider_is_deterministic_and_respects_max_tokens() -> 
 def test_simulated_text_contains_what_naive_buffers_lose(prompt: str) -> None:
     text = "".join(simulated_tokens(prompt * 50, 400))
     assert "\n\n" in text and "  " in text
+
+
+@pytest.mark.parametrize("buffer", ["none", "word", "coalesce"])
+async def test_lone_surrogates_become_replacement_characters_and_the_job_ends(
+        buffer: BufferMode) -> None:
+    """Half of a pair split across two chunks is joined; a truly lone one is U+FFFD.
+    The job ends with ``done`` (it used to crash, be retried and be billed again),
+    and ``done.sha256`` is the hash of exactly what clients assemble."""
+    pieces = ["a\ud800b", " x\ud83d", "\ude80 y", " \udc00", " end\udbff"]
+    provider = ScriptedProvider([*(Delta(text=p) for p in pieces), Delta(finish_reason="stop")])
+    sink = ListSink()
+    ending = await Generation(job(buffer=buffer), provider, make_buffer(buffer, 10, 64),
+                              sink).run()
+    assert ending.kind == "done"
+    assert sink.text == "a\ufffdb x🚀 y \ufffd end\ufffd"
+    assert sink.terminal is not None
+    assert sink.terminal[1]["sha256"] == hashlib.sha256(sink.text.encode()).hexdigest()
+    assert sink.terminal[1]["tokens"] == len(pieces)
+
+
+async def test_an_upstream_failure_reaches_clients_as_a_fixed_message() -> None:
+    """An exception nobody mapped ends the stream with our text, not the exception's."""
+    leaky = RuntimeError("connect to https://admin:hunter22@10.0.0.7/v1 failed, key sk-live1234567")
+    provider = ScriptedProvider([Delta(text="a"), leaky])
+    sink = ListSink()
+    ending = await Generation(job(), provider, make_buffer("none", 1, 1), sink).run()
+    assert ending.kind == "error" and sink.terminal is not None
+    assert sink.terminal[1] == {"code": "upstream_failed", "message": "the model call failed",
+                                "retryable": False}

@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol
 from tokenwire.buffers import TokenBuffer
 from tokenwire.jobs import Job
 from tokenwire.worker.providers import Delta, Provider, UpstreamError
+from tokenwire.worker.surrogates import SurrogateRepair
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Generation:
         self._stats.sha256.update(prefix.encode())
         self._pending_tokens = 0  # model tokens held in the buffer
         self._emitted = False  # this attempt sent text to clients
+        self._repair = SurrogateRepair()  # model text is made encodable where it enters
 
     def cancel(self) -> None:
         """Stop generating: the upstream call is closed now, the stream ends with
@@ -130,6 +132,8 @@ class Generation:
         outcome = await self._call_with_retries(started)
         await self._emit(self._buffer.flush())  # real output: a continuation keeps it too
         if isinstance(outcome, UpstreamError):
+            log.warning("upstream failed (%s): %s", outcome.code,
+                        outcome.detail or outcome.message, extra={"stream_id": self.job.stream_id})
             if outcome.retryable:
                 return Ending("restart", outcome.code, outcome.message)
             await self._sink.error(outcome.code, outcome.message, outcome.retryable)
@@ -146,9 +150,11 @@ class Generation:
                     and not self._emitted and retries_left):
                 return outcome
             wait = outcome.retry_after if outcome.retry_after is not None else delay
-            log.warning("upstream failed before the first token (%s); retry in %.2fs",
-                        outcome.code, wait, extra={"stream_id": self.job.stream_id})
+            log.warning("upstream failed before the first token (%s: %s); retry in %.2fs",
+                        outcome.code, outcome.detail or outcome.message, wait,
+                        extra={"stream_id": self.job.stream_id})
             self._buffer.flush()  # never sent: the retry produces it again
+            self._repair.reset()
             self._pending_tokens = 0
             with contextlib.suppress(TimeoutError):  # a cancel ends the wait
                 async with asyncio.timeout(wait):
@@ -176,8 +182,10 @@ class Generation:
         except UpstreamError as exc:
             queue.put_nowait(_End(exc))
         except Exception as exc:  # an SDK or transport error nobody mapped: end visibly
+            # its text is the provider's, not ours: the log gets it (redacted), clients don't
             log.exception("upstream failed unexpectedly", extra={"stream_id": self.job.stream_id})
-            queue.put_nowait(_End(UpstreamError("upstream_failed", str(exc), False)))
+            queue.put_nowait(_End(UpstreamError(
+                "upstream_failed", "the model call failed", False, detail=type(exc).__name__)))
         else:
             queue.put_nowait(_End())
 
@@ -200,6 +208,8 @@ class Generation:
             elif isinstance(item, _End):
                 if item.error is not None:
                     return item.error
+                tail = self._repair.flush()  # a high surrogate whose low half never came
+                await self._emit(self._buffer.push(tail, time.monotonic()))
                 return self._stats.finish_reason or "stop"
             elif isinstance(item, Delta):
                 now = time.monotonic()
@@ -207,7 +217,7 @@ class Generation:
                 self._absorb(item)
                 if item.text:
                     self._pending_tokens += 1
-                    await self._emit(self._buffer.push(item.text, now))
+                    await self._emit(self._buffer.push(self._repair.push(item.text), now))
 
     async def _next_item(self, upstream_deadline: float) -> Delta | _End | _Cancel | None:
         """The next queued item, or None when a deadline (the buffer's or the

@@ -19,16 +19,23 @@ class Delta:
 
 
 class UpstreamError(Exception):
-    """The LLM call failed; ``code`` goes to clients in the ``error`` event."""
+    """The LLM call failed.
+
+    ``code`` and ``message`` reach clients in the ``error`` event, so ``message``
+    is one of our own fixed texts, never the provider's (which can quote key
+    fragments and internal URLs). ``detail`` is the provider's own account,
+    already redacted, for the log only."""
 
     def __init__(
-        self, code: str, message: str, retryable: bool, retry_after: float | None = None
+        self, code: str, message: str, retryable: bool, retry_after: float | None = None,
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after  # seconds the server asked us to wait
+        self.detail = detail
 
 
 class Provider(Protocol):

@@ -9,8 +9,11 @@ import openai
 from openai import AsyncOpenAI
 
 from tokenwire.jobs import Job
+from tokenwire.redaction import redact
 from tokenwire.settings import Settings
 from tokenwire.worker.providers.base import Delta, UpstreamError
+
+_MAX_DETAIL_CHARS = 2000
 
 
 class OpenAIProvider:
@@ -27,6 +30,7 @@ class OpenAIProvider:
 
     def __init__(self, settings: Settings) -> None:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "none"
+        self._api_key = key
         self._client = AsyncOpenAI(
             api_key=key,
             base_url=settings.openai_base_url,
@@ -65,15 +69,16 @@ class OpenAIProvider:
                     if text or choice.finish_reason or usage:
                         yield Delta(text=text, finish_reason=choice.finish_reason, usage=usage)
         except openai.APIStatusError as exc:
-            retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
-            raise UpstreamError(f"upstream_{exc.status_code}", str(exc.message), retryable,
-                                _retry_after(exc.response.headers)) from exc
+            status = exc.status_code
+            retryable = status in (408, 409, 429) or status >= 500
+            raise UpstreamError(f"upstream_{status}", _status_message(status), retryable,
+                                _retry_after(exc.response.headers), self._detail(exc)) from exc
         except openai.APITimeoutError as exc:
-            raise UpstreamError("upstream_timeout", "the model server timed out", True) from exc
+            raise UpstreamError("upstream_timeout", "the model server timed out", True,
+                                detail=self._detail(exc)) from exc
         except openai.APIConnectionError as exc:
-            raise UpstreamError(
-                "upstream_unavailable", "cannot reach the model server", True
-            ) from exc
+            raise UpstreamError("upstream_unavailable", "cannot reach the model server", True,
+                                detail=self._detail(exc)) from exc
         if finish_reason is None:
             raise UpstreamError(
                 "upstream_incomplete", "the model stream ended without a finish reason", True
@@ -81,6 +86,21 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    def _detail(self, exc: openai.OpenAIError) -> str:
+        """The provider's own words about a failure, for the log: redacted, bounded."""
+        return redact(f"{type(exc).__name__}: {exc}", [self._api_key])[:_MAX_DETAIL_CHARS]
+
+
+def _status_message(status: int) -> str:
+    """A fixed, client-safe description of an upstream HTTP status."""
+    if status in (401, 403):
+        return "the model server refused our credentials"
+    if status == 429:
+        return "the model server is rate limiting requests"
+    if status >= 500:
+        return f"the model server failed (HTTP {status})"
+    return f"the model server rejected the request (HTTP {status})"
 
 
 def _retry_after(headers: Any) -> float | None:
