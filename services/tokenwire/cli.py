@@ -76,10 +76,11 @@ async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
     from aiohttp import web  # noqa: PLC0415
 
     from tokenwire.edge.app import create_app, start_draining  # noqa: PLC0415
+    from tokenwire.edge.server import EdgeRunner  # noqa: PLC0415
 
     app = create_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True,
-                           shutdown_timeout=5.0, access_log=None)
+    runner = EdgeRunner(app, settings, handler_cancellation=True,
+                        shutdown_timeout=5.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

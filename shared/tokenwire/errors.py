@@ -3,6 +3,7 @@
     TokenwireError                 code + message, safe to show a client
     ├── MalformedRequest           400 unparseable input, a bad cursor
     ├── StreamNotFound             404
+    ├── RequestTimeout             408 the request's body did not arrive in time
     ├── StreamGone                 410 the stream's record expired
     ├── PayloadTooLarge            413
     ├── UnsupportedMediaType       415
@@ -37,6 +38,10 @@ class MalformedRequest(TokenwireError):
 class StreamNotFound(TokenwireError):
     def __init__(self) -> None:
         super().__init__("not_found", "no stream with this id")
+
+
+class RequestTimeout(TokenwireError):
+    pass
 
 
 class StreamGone(TokenwireError):

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     # Input limits
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     max_tokens_limit: int = Field(16_384, ge=1)
+    max_json_depth: int = Field(32, ge=4, description="deeper JSON bodies get 400")
+    request_head_timeout_seconds: float = Field(
+        10.0, gt=0, description="a request head (line + headers) must arrive within this")
+    request_body_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request body must arrive within this (408)")
+    keepalive_timeout_seconds: float = Field(
+        75.0, gt=0, description="an idle keep-alive connection is closed after this")
 
     # Edge
     host: str = "127.0.0.1"

@@ -197,7 +197,7 @@ async def send_websocket(
                 continue
             try:
                 command = json.loads(message.data)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested absurdly deep
                 continue
             if isinstance(command, dict) and command.get("type") == "cancel":
                 await store.cancel(follower.stream_id)

@@ -13,6 +13,7 @@ from tokenwire.errors import (
     MalformedRequest,
     OverLimit,
     PayloadTooLarge,
+    RequestTimeout,
     StreamGone,
     StreamNotFound,
     TokenwireError,
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 HTTP_STATUS: dict[type[TokenwireError], int] = {
     MalformedRequest: 400,
     StreamNotFound: 404,
+    RequestTimeout: 408,
     StreamGone: 410,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,

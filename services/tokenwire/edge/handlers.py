@@ -7,7 +7,6 @@ middleware; nothing is written to Redis until the whole request is valid.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from typing import Any
@@ -18,15 +17,14 @@ from pydantic import ValidationError
 from tokenwire import keys
 from tokenwire.cursor import Cursor
 from tokenwire.edge import keys as appkeys
+from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.delivery import send_sse, send_websocket
 from tokenwire.edge.follower import Follower, StreamComplete
 from tokenwire.errors import (
     InvalidValue,
     MalformedRequest,
-    PayloadTooLarge,
     StreamNotFound,
     Unavailable,
-    UnsupportedMediaType,
 )
 from tokenwire.events import dumps
 from tokenwire.jobs import Job, JobRequest
@@ -55,21 +53,7 @@ def resume_position(request: web.Request, *, header: bool) -> Cursor | None:
 
 async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest, str]:
     """Parse and validate a job body; returns it and its fingerprint."""
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType("unsupported_media_type", "send Content-Type: application/json")
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise PayloadTooLarge("too_large", f"the body exceeds {settings.max_body_bytes} bytes")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge("too_large", f"the body exceeds {settings.max_body_bytes} bytes"
-                              ) from exc
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedRequest("malformed_json", f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise MalformedRequest("malformed_json", "the body must be a JSON object")
+    body = await read_json_object(request, settings)
     try:
         job_request = JobRequest.model_validate(body)
         canonical = dumps(job_request.model_dump(mode="json")).encode()
