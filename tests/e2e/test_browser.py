@@ -8,6 +8,7 @@ and the page would show the text twice.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import sys
@@ -48,7 +49,7 @@ def services(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[Process]]]:
 async def test_browser_resumes_after_an_edge_restart(
     services: tuple[dict[str, str], list[Process]], tmp_path: Path
 ) -> None:
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
 
     env, processes = services
     port = free_port()
@@ -59,20 +60,22 @@ async def test_browser_resumes_after_an_edge_restart(
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
         await page.goto(base + "/")
         await page.fill("#prompt", "a browser, an edge restart, and no lost tokens")
         async with page.expect_response("**/v1/streams") as created:
             await page.click("#send")
         stream_id = (await (await created.value).json())["id"]
-        await page.wait_for_function("document.getElementById('output').textContent.length > 40")
+        # locators, not wait_for_function: the page's CSP forbids eval, the page needs none
+        await expect(page.locator("#output")).to_have_text(re.compile(".{41}", re.S))
 
         edge.stop(signal.SIGTERM)  # drains: the SSE response ends, EventSource reconnects
         replacement = tokenwire("edge-b", ["edge", "--port", str(port)], env, tmp_path)
         processes.append(replacement)
         await wait_ready(f"{base}/readyz", replacement)
 
-        await page.wait_for_function(
-            "document.getElementById('status').textContent.startsWith('done')", timeout=30_000)
+        await expect(page.locator("#status")).to_have_text(re.compile("^done"), timeout=30_000)
         shown = await page.evaluate("document.getElementById('output').textContent")
         log = await page.inner_text("#log")
         await page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
@@ -83,3 +86,4 @@ async def test_browser_resumes_after_an_edge_restart(
     assert "connection lost" in log, "the edge restart did not drop the connection"
     assert "reset" not in log
     assert shown == stored
+    assert not [line for line in console if "Content Security Policy" in line], console

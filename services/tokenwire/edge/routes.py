@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 from aiohttp import web
 
 from tokenwire.edge import handlers, health
-
-
-async def demo_page(request: web.Request) -> web.Response:
-    html = (resources.files("tokenwire.edge") / "static" / "index.html").read_text()
-    return web.Response(text=html, content_type="text/html")
+from tokenwire.edge.pages import setup_pages
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/", demo_page)
+    setup_pages(app)
     app.router.add_post("/v1/streams", handlers.create_stream)
     app.router.add_get("/v1/streams/{stream_id}", handlers.stream_status)
     app.router.add_get("/v1/streams/{stream_id}/events", handlers.stream_events)
