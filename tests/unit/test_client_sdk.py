@@ -54,3 +54,43 @@ async def test_follow_resumes_after_a_slow_consumer_notice() -> None:
     assert transcript.text == "".join(TOKENS)
     assert transcript.terminal is not None and transcript.terminal.type == "done"
     assert [e.type for e in transcript.events].count("error") == 0
+
+
+def frames_to_events(wire: str) -> tuple[list[tuple[str, str]], str]:
+    """Feed ``wire`` to a follow, in awkward chunks; the events and text it keeps."""
+    from tokenwire.client import LineSplitter, RetryPolicy, Transcript
+    from tokenwire.client.protocol import FollowState
+
+    state = FollowState("http://edge/v1/streams/x/events", Transcript(), RetryPolicy(), {})
+    splitter, seen = LineSplitter(), []
+    for start in range(0, len(wire), 7):  # chunks that split lines, CRLFs and characters
+        for line in splitter.feed(wire[start:start + 7]):
+            event = state.on_line(line)
+            if event is not None:
+                seen.append((event.id, event.type))
+    return seen, state.transcript.text
+
+
+def test_the_parser_reads_todays_framing_and_the_next_one() -> None:
+    """Today: a ``retry:``-only block first, ``: ping`` comments, an id-less
+    ``error`` notice. Next (#10): ``retry:`` inside the first event's block, a typed
+    ``ping`` event, a non-terminal notice event. Both assemble the same text, with
+    CRLF or LF, and a U+2028 in model text does not end a line."""
+    text = "a\u2028b\u0085 c"
+    done = {"finish_reason": "stop", "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    today = ("retry: 1500\r\n\r\n"
+             'id: e.1\r\nevent: start\r\ndata: {}\r\n\r\n: ping\r\n\r\n'
+             f"id: e.2\r\nevent: token\r\ndata: {json.dumps({'content': text}, ensure_ascii=False)}"
+             "\r\n\r\n"
+             'event: error\r\ndata: {"code": "slow_consumer", "retryable": true}\r\n\r\n'
+             f"id: e.3\r\nevent: done\r\ndata: {json.dumps(done)}\r\n\r\n")
+    following = ('retry: 1500\nid: e.1\nevent: start\ndata: {}\n\n'
+                 'event: ping\ndata: {"t": 1}\n\n'
+                 f"id: e.2\nevent: token\ndata: {json.dumps({'content': text}, ensure_ascii=False)}"
+                 "\n\n"
+                 'event: notice\ndata: {"code": "slow_consumer"}\n\n'
+                 f"id: e.3\nevent: done\ndata: {json.dumps(done)}\n\n")
+    for wire in (today, following):
+        events, assembled = frames_to_events(wire)
+        assert events == [("e.1", "start"), ("e.2", "token"), ("e.3", "done")]
+        assert assembled == text

@@ -136,7 +136,8 @@ class AsyncTokenwireClient(ClientBase):
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         """One JSON request, retried on connection errors and retryable answers."""
-        for attempt in range(self.retry.max_attempts or 1_000_000):
+        attempt, limit = 0, self.retry.max_attempts
+        while True:
             retry_after = None
             try:
                 response = await self._http.request(method, url, **kwargs)
@@ -149,8 +150,10 @@ class AsyncTokenwireClient(ClientBase):
                 last: Exception = error_of(response.status_code, response.content)
             except httpx2.TransportError as exc:
                 last = exc
-            await asyncio.sleep(self.retry.delay(attempt, retry_after))
-        raise GaveUp(f"{method} {url}: {last}") from last
+            attempt += 1
+            if limit is not None and attempt >= limit:
+                raise GaveUp(f"{method} {url}: {last}") from last
+            await asyncio.sleep(self.retry.delay(attempt - 1, retry_after))
 
 
 

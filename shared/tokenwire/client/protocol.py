@@ -68,7 +68,7 @@ class RetryPolicy:
     ``max_delay``, with jitter (each delay is 50-100 % of its step, so clients
     dropped together do not come back together); a server's ``Retry-After``
     is honoured (up to a minute). ``max_attempts`` bounds the consecutive tries
-    that make no progress (None: never give up)."""
+    that make no progress, the first included (None: never give up)."""
 
     initial_delay: float = 0.25
     max_delay: float = 10.0
@@ -206,8 +206,8 @@ class FollowState:
             return self._parser.retry_ms / 1000
         attempt, self._failures = self._failures, self._failures + 1
         limit = self._policy.max_attempts
-        if limit is not None and attempt >= limit:
-            raise GaveUp(f"gave up on {self.events_url} after {attempt} tries: "
+        if limit is not None and self._failures >= limit:
+            raise GaveUp(f"gave up on {self.events_url} after {self._failures} tries: "
                          f"{self._last_error}") from self._last_error
         delay = self._policy.delay(attempt, self._retry_after)
         self._retry_after, self._last_error = None, None

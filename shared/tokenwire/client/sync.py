@@ -144,7 +144,8 @@ class TokenwireClient(ClientBase):
 
     def _request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         """One JSON request, retried on connection errors and retryable answers."""
-        for attempt in range(self.retry.max_attempts or 1_000_000):
+        attempt, limit = 0, self.retry.max_attempts
+        while True:
             retry_after = None
             try:
                 response = self._http.request(method, url, **kwargs)
@@ -157,8 +158,10 @@ class TokenwireClient(ClientBase):
                 last: Exception = error_of(response.status_code, response.content)
             except httpx2.TransportError as exc:
                 last = exc
-            time.sleep(self.retry.delay(attempt, retry_after))
-        raise GaveUp(f"{method} {url}: {last}") from last
+            attempt += 1
+            if limit is not None and attempt >= limit:
+                raise GaveUp(f"{method} {url}: {last}") from last
+            time.sleep(self.retry.delay(attempt - 1, retry_after))
 
 
 
