@@ -493,5 +493,7 @@ async def test_health_readiness_and_metrics(client: EdgeClient) -> None:
 async def test_demo_page_is_served(client: EdgeClient) -> None:
     response = await client.get("/")
     assert response.status == 200
-    page = await response.text()
-    assert "EventSource" in page and "/v1/streams" in page
+    assert '<script type="module" src="/demo.js">' in await response.text()
+    script = await (await client.get("/demo.js")).text()
+    assert 'from "/v1/client.js"' in script and 'CREATE_URL = "/v1/streams"' in script
+    assert "new EventSource(" in await (await client.get("/v1/client.js")).text()

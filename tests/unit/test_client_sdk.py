@@ -1,5 +1,6 @@
 """The client SDK against a scripted SSE server: a ``slow_consumer`` notice (an
-``error`` without an id) is a dropped connection to resume, not the end."""
+``error`` without an id) is a dropped connection to resume, not the end; and its
+SSE parsing of the current framing and the next."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import json
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tokenwire.client import AsyncTokenwireClient
+from tokenwire.client import AsyncTokenwireClient, LineSplitter, RetryPolicy, Transcript
+from tokenwire.client.protocol import FollowState
 
 STREAM = "s" * 22
 TOKENS = ["Hel", "lo, ", "wor", "ld"]
@@ -58,9 +60,6 @@ async def test_follow_resumes_after_a_slow_consumer_notice() -> None:
 
 def frames_to_events(wire: str) -> tuple[list[tuple[str, str]], str]:
     """Feed ``wire`` to a follow, in awkward chunks; the events and text it keeps."""
-    from tokenwire.client import LineSplitter, RetryPolicy, Transcript
-    from tokenwire.client.protocol import FollowState
-
     state = FollowState("http://edge/v1/streams/x/events", Transcript(), RetryPolicy(), {})
     splitter, seen = LineSplitter(), []
     for start in range(0, len(wire), 7):  # chunks that split lines, CRLFs and characters
