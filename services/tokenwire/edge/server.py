@@ -55,7 +55,7 @@ class HeadTimeoutHandler(RequestHandler):
     def _head_too_slow(self) -> None:
         self._head_timer = None
         if self._waiter is not None and not self._messages:
-            log.info("closing a connection whose request head took over %.1fs",
+            log.debug("closing a connection whose request head took over %.1fs",
                      self._head_timeout)
             self.force_close()
 
