@@ -9,13 +9,16 @@ from aiohttp import web
 
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.errors import (
+    Forbidden,
     InvalidValue,
+    KeyNotFound,
     MalformedRequest,
     OverLimit,
     PayloadTooLarge,
     StreamGone,
     StreamNotFound,
     TokenwireError,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -25,7 +28,10 @@ log = logging.getLogger(__name__)
 
 HTTP_STATUS: dict[type[TokenwireError], int] = {
     MalformedRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     StreamNotFound: 404,
+    KeyNotFound: 404,
     StreamGone: 410,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
@@ -67,8 +73,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except TokenwireError as exc:
         status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 500)
         details = exc.details if isinstance(exc, InvalidValue) else None
-        return error_response(status, exc.code, exc.message, retry_after=exc.retry_after,
-                              details=details)
+        response = error_response(status, exc.code, exc.message, retry_after=exc.retry_after,
+                                  details=details)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="tokenwire"'
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
