@@ -1,4 +1,4 @@
-"""The ``tokenwire`` command: ``dev``, ``edge``, ``worker``.
+"""The ``tokenwire`` command: ``dev``, ``edge``, ``worker``, ``keys``.
 
 Entry points are the only place that reads the environment, configures
 logging and installs signal handlers.
@@ -14,6 +14,7 @@ import signal
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from tokenwire.cli_keys import add_keys_parser, run_keys_command
 from tokenwire.gc_tuning import tune_for_service
 from tokenwire.logs import configure_logging
 from tokenwire.settings import Settings
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--valkey-port", type=int, default=None, help="default: a free port")
     worker = commands.add_parser("worker", help="run a generator worker")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    add_keys_parser(commands)
     return parser
 
 
@@ -41,7 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    ("port", getattr(args, "port", None))) if v is not None}
     settings = Settings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
+    if args.command == "keys":
+        return asyncio.run(run_keys_command(settings, args))
     if args.command == "edge":
+        from tokenwire.edge.auth import auth_problem  # noqa: PLC0415
+
+        if (problem := auth_problem(settings)) is not None:
+            log.error("refusing to start the edge: %s", problem)
+            return 2
         _run(settings, _until_signal(lambda stop: run_edge(settings, stop)))
     elif args.command == "worker":
         _run(settings, _until_signal(lambda stop: run_worker(settings, stop, burst=args.burst)))
@@ -75,6 +84,9 @@ async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
 
     from tokenwire.edge.app import create_app, start_draining  # noqa: PLC0415
 
+    if settings.auth_disabled:
+        log.warning("auth is disabled (TOKENWIRE_AUTH_DISABLED): anyone who can reach this "
+                    "edge can create, read and cancel any stream")
     app = create_app(settings)
     runner = web.AppRunner(app, handler_cancellation=True,
                            shutdown_timeout=5.0, access_log=None)

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any
+
+_TOKEN_PARAMETER = re.compile(r"([?&;]token=)[^&#;\s]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line: the value of any ``token=`` query parameter
+    (a stream token, or an API key sent that way) replaced by ``[redacted]``."""
+    return _TOKEN_PARAMETER.sub(r"\1[redacted]", url)
+
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
