@@ -7,9 +7,8 @@ must be indistinguishable from an unknown stream."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -17,63 +16,25 @@ import jwt
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ADMIN_KEY, TOKEN_SECRET, auth_settings, running_worker
+from tests.conftest import TOKEN_SECRET, auth_settings
+from tests.integration.auth_support import (
+    ADMIN,
+    bearer,
+    create,
+    edge,
+    edge_settings,
+    follow,
+    new_key,
+    worker,
+)
 from tests.integration.edge_support import EdgeClient, assemble, read_events
 from tests.integration.test_edge_api import error_of, expected_text, ws_events
 from tokenwire import keys
-from tokenwire.client import ClientEvent, parse_sse
 from tokenwire.edge.app import InsecureSettings, create_app
 from tokenwire.settings import Settings
 
 ClientFactory = Callable[..., Any]
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
-
-
-@pytest.fixture
-def edge_settings(redis_url: str) -> Settings:
-    return auth_settings(redis_url, simulated_tokens_per_second=200.0, default_buffer="none")
-
-
-@pytest.fixture
-async def edge(redis: Redis, edge_settings: Settings, aiohttp_client: ClientFactory
-               ) -> EdgeClient:
-    """An edge with auth on and no worker: streams stay queued."""
-    client: EdgeClient = await aiohttp_client(create_app(edge_settings))
-    return client
-
-
-@pytest.fixture
-async def worker(redis: Redis, edge_settings: Settings) -> AsyncIterator[None]:
-    async with running_worker(redis, edge_settings):
-        yield
-
-
-async def new_key(edge: EdgeClient, tenant: str = "acme", **spec: Any) -> dict[str, Any]:
-    response = await edge.post("/v1/admin/keys", json={"tenant": tenant, **spec}, headers=ADMIN)
-    assert response.status == 201, await response.text()
-    created: dict[str, Any] = await response.json()
-    return created
-
-
-async def create(edge: EdgeClient, key: str, body: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> dict[str, Any]:
-    response = await edge.post("/v1/streams", json=body or {"prompt": "hello edge"},
-                               headers={**bearer(key), **(headers or {})})
-    assert response.status == 202, await response.text()
-    created: dict[str, Any] = await response.json()
-    return created
-
-
-async def follow(edge: EdgeClient, url: str, headers: dict[str, str] | None = None
-                 ) -> list[ClientEvent]:
-    """Read an events URL as handed out (its ?token= included) to the end."""
-    response = await edge.get(url, headers=headers or {})
-    assert response.status == 200, await response.text()
-    return [ClientEvent(i or "", t, json.loads(d)) async for i, t, d in parse_sse(response.content)]
+__all__ = ["edge", "edge_settings", "worker"]  # fixtures, from auth_support
 
 
 # --- credentials ---------------------------------------------------------------------------
@@ -275,7 +236,7 @@ async def test_admin_api_refusals_change_nothing(
 ) -> None:
     response = await edge.post("/v1/admin/keys", json=body, headers=headers)
     assert await error_of(response) == (status, code)
-    assert await redis.scard(keys.API_KEYS) == 0  # type: ignore[misc]
+    assert await redis.scard(keys.API_KEYS) == 0
     listing = await edge.get("/v1/admin/keys", headers=headers)
     assert listing.status == (200 if headers == ADMIN else 401)
 
