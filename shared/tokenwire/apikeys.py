@@ -163,9 +163,12 @@ class KeyStore:
         """Delete the key and its counters; False if there was no such key."""
         if not keys.is_key_id(key_id):
             return False
-        deleted = await self._redis.delete(*keys.key_limit_keys(key_id))  # one slot
-        removed = await self._redis.srem(keys.API_KEYS, key_id)
-        return bool(deleted or removed)
+        async with self._redis.pipeline(transaction=True) as pipe:  # one slot
+            pipe.exists(keys.api_key(key_id))
+            pipe.delete(*keys.key_limit_keys(key_id))
+            existed, _ = await pipe.execute()
+        listed = await self._redis.srem(keys.API_KEYS, key_id)
+        return bool(existed or listed)
 
 
 def matches(record: ApiKey, secret: str) -> bool:
