@@ -158,6 +158,20 @@ class Settings(BaseSettings):
             raise ValueError("read_block_ms must stay below redis_socket_timeout")
         return self
 
+    @field_validator("token_secret")
+    @classmethod
+    def _secret_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        # RFC 7518 3.2: an HS256 key of at least 256 bits.
+        if secret is not None and len(secret.get_secret_value().encode()) < 32:
+            raise ValueError("TOKENWIRE_TOKEN_SECRET must be at least 32 bytes")
+        return secret
+
+    @model_validator(mode="after")
+    def _token_ttl_within_max(self) -> Settings:
+        if self.token_ttl_seconds > self.token_max_ttl_seconds:
+            raise ValueError("token_ttl_seconds must not exceed token_max_ttl_seconds")
+        return self
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origins_from_text(cls, value: object) -> object:
