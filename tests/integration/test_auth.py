@@ -304,3 +304,66 @@ async def test_with_auth_disabled_no_credentials_are_needed(
     cancelled = await client.post(f"/v1/streams/{body['id']}/cancel")
     assert (await cancelled.json())["status"] == "cancelled"
     assert [e.type for e in await read_events(client, body["id"])] == ["start", "done"]
+
+
+# --- CORS and the WebSocket Origin --------------------------------------------------------------
+
+APP = "https://app.example"
+
+
+async def test_cors_allows_the_listed_origins_only(
+    redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(auth_settings(redis_url, cors_origins=APP)))
+    key = (await new_key(client))["key"]
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type,idempotency-key"}
+    allowed = await client.options("/v1/streams", headers={"Origin": APP, **preflight})
+    assert allowed.status == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == APP
+    assert {"AUTHORIZATION", "CONTENT-TYPE", "IDEMPOTENCY-KEY"} <= set(
+        allowed.headers["Access-Control-Allow-Headers"].upper().split(","))
+    refused = await client.options("/v1/streams", headers={"Origin": "https://evil.example",
+                                                           **preflight})
+    assert refused.status == 403 and "Access-Control-Allow-Origin" not in refused.headers
+    stream_id = (await create(client, key, headers={"Origin": APP}))["id"]
+    events = await client.get(f"/v1/streams/{stream_id}/events", headers={
+        "Origin": APP, **bearer(key), "Last-Event-ID": "x"})
+    assert events.status == 400  # a bad cursor, and still CORS headers a browser can read
+    assert events.headers["Access-Control-Allow-Origin"] == APP
+    events = await client.get(f"/v1/streams/{stream_id}/events",
+                              headers={"Origin": APP, **bearer(key)})
+    assert events.status == 200 and events.headers["Access-Control-Allow-Origin"] == APP
+    assert "Origin" in events.headers.getall("Vary")
+    assert "X-STREAM-ID" in events.headers["Access-Control-Expose-Headers"].upper()
+    events.close()
+    preflight_get = await client.options(f"/v1/streams/{stream_id}/events", headers={
+        "Origin": APP, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "last-event-id,authorization"})
+    assert preflight_get.status == 200
+
+
+async def test_without_origins_there_is_no_cors(edge: EdgeClient) -> None:
+    preflight = await edge.options("/v1/streams", headers={
+        "Origin": APP, "Access-Control-Request-Method": "POST"})
+    assert preflight.status == 405 and "Access-Control-Allow-Origin" not in preflight.headers
+
+
+async def test_the_websocket_checks_the_origin(
+    redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(auth_settings(redis_url, cors_origins=APP)))
+    key = (await new_key(client))["key"]
+    created = await create(client, key)
+    own_origin = f"http://{client.server.host}:{client.server.port}"
+    for origin in (APP, own_origin, None):  # a client without Origin is not a browser
+        headers = {"Origin": origin} if origin else {}
+        async with client.ws_connect(created["ws_url"], headers=headers) as ws:
+            assert not ws.closed  # the handshake passed
+    for origin in ("https://evil.example", "null", "http://app.example"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(created["ws_url"], headers={"Origin": origin})
+        assert refused.value.status == 403
+    with pytest.raises(aiohttp.WSServerHandshakeError) as anonymous:
+        await client.ws_connect(f"/v1/streams/{created['id']}/ws")  # no Origin, no credential
+    assert anonymous.value.status == 401
