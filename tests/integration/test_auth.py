@@ -7,13 +7,17 @@ must be indistinguishable from an unknown stream."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 from tests.conftest import TOKEN_SECRET, auth_settings
@@ -367,3 +371,58 @@ async def test_the_websocket_checks_the_origin(
     with pytest.raises(aiohttp.WSServerHandshakeError) as anonymous:
         await client.ws_connect(f"/v1/streams/{created['id']}/ws")  # no Origin, no credential
     assert anonymous.value.status == 401
+
+
+# --- a backend mints its own tokens ----------------------------------------------------------
+
+
+def readme_snippet(marker: str) -> str:
+    """The Python code block of README.md that contains ``marker``."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    [block] = [str(b) for b in blocks if marker in b]
+    return block
+
+
+async def test_the_readme_snippet_mints_tokens_the_edge_accepts(
+    edge: EdgeClient, worker: None
+) -> None:
+    namespace: dict[str, Any] = {}
+    exec(readme_snippet("def stream_token"), namespace)
+    stream_token = namespace["stream_token"]
+    key = (await new_key(edge))["key"]
+    stream_id = (await create(edge, key, {"prompt": "minted elsewhere"}))["id"]
+    reader = stream_token(stream_id, "acme", TOKEN_SECRET)
+    events = await follow(edge, f"/v1/streams/{stream_id}/events?token={reader}")
+    assert assemble(events).text == expected_text("minted elsewhere")
+    refused = await edge.post(f"/v1/streams/{stream_id}/cancel", headers=bearer(reader))
+    assert await error_of(refused) == (403, "insufficient_scope")
+    canceller = stream_token(stream_id, "acme", TOKEN_SECRET, cancel=True)
+    cancelled = await edge.post(f"/v1/streams/{stream_id}/cancel", headers=bearer(canceller))
+    assert cancelled.status == 202
+    wrong_tenant = stream_token(stream_id, "globex", TOKEN_SECRET)
+    response = await edge.get(f"/v1/streams/{stream_id}", headers=bearer(wrong_tenant))
+    assert await error_of(response) == (404, "not_found")
+
+
+async def test_an_edge_with_only_a_public_key_verifies_but_cannot_mint(
+    redis: Redis, redis_url: str, aiohttp_client: ClientFactory, edge: EdgeClient
+) -> None:
+    private = Ed25519PrivateKey.generate()
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    verifier = await aiohttp_client(create_app(auth_settings(
+        redis_url, token_secret=None, token_public_key=public_pem)))
+    key = (await new_key(edge))["key"]
+    created = await create(verifier, key)
+    assert created["token"] is None
+    assert created["events_url"] == f"/v1/streams/{created['id']}/events"
+    now = int(time.time())
+    claims = {"sub": f"stream:{created['id']}", "tenant": "acme", "scope": "read",
+              "aud": "tokenwire", "iat": now, "exp": now + 600}
+    signed = jwt.encode(claims, private, algorithm="EdDSA")
+    assert (await verifier.get(f"/v1/streams/{created['id']}", headers=bearer(signed))
+            ).status == 200
+    hs256 = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")  # it holds no secret
+    response = await verifier.get(f"/v1/streams/{created['id']}", headers=bearer(hs256))
+    assert await error_of(response) == (401, "invalid_token")
