@@ -158,6 +158,15 @@ class Settings(BaseSettings):
             raise ValueError("read_block_ms must stay below redis_socket_timeout")
         return self
 
+    @field_validator("token_secret", "token_public_key", "admin_key", "demo_api_key",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``TOKENWIRE_ADMIN_KEY=`` (as compose writes an unset variable) is no key."""
+        if value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            return None
+        return value
+
     @field_validator("token_secret")
     @classmethod
     def _secret_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
