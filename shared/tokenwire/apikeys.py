@@ -21,6 +21,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
@@ -143,11 +144,7 @@ class KeyStore:
 
     async def verify(self, presented: str) -> ApiKey | None:
         """The key's record if ``presented`` is a valid, unrevoked key."""
-        parsed = parse_key(presented)
-        if parsed is None:
-            return None
-        record = await self.get(parsed[0])
-        return record if record is not None and matches(record, parsed[1]) else None
+        return await verify(presented, self.get)
 
     async def list(self) -> list[ApiKey]:
         key_ids = sorted(cast(set[str], await self._redis.smembers(keys.API_KEYS)))
@@ -171,6 +168,14 @@ class KeyStore:
         return bool(existed or listed)
 
 
-def matches(record: ApiKey, secret: str) -> bool:
-    """Constant-time comparison of the secret's hash with the stored one."""
-    return hmac.compare_digest(_sha256(secret), record.secret_sha256)
+async def verify(presented: str, lookup: Callable[[str], Awaitable[ApiKey | None]]
+                 ) -> ApiKey | None:
+    """The record ``lookup`` finds for ``presented``'s key id, if its secret
+    matches (SHA-256, compared in constant time)."""
+    parsed = parse_key(presented)
+    if parsed is None:
+        return None
+    record = await lookup(parsed[0])
+    if record is None or not hmac.compare_digest(_sha256(parsed[1]), record.secret_sha256):
+        return None
+    return record

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -104,13 +104,19 @@ class KeyLimiter:
 
     async def refresh_running(self, slots: Sequence[tuple[str, str]]) -> None:
         """Extend the slots ``(key id, stream id)`` of streams still running."""
-        if not slots:
+        await self._extend(keys.key_running, slots, self._running_lease_ms)
+
+    async def _extend(self, leases: Callable[[str], str], held: Sequence[tuple[str, str]],
+                      lease_ms: int) -> None:
+        """Push back the expiry of each ``(key id, member)`` still in its sorted
+        set (a released one stays released), in one round trip."""
+        if not held:
             return
-        expires = _now_ms() + self._running_lease_ms
+        expires = _now_ms() + lease_ms
         async with self._redis.pipeline(transaction=False) as pipe:
-            for key_id, stream_id in slots:
-                pipe.zadd(keys.key_running(key_id), {stream_id: expires}, xx=True)
-                pipe.pexpire(keys.key_running(key_id), self._running_lease_ms)
+            for key_id, member in held:
+                pipe.zadd(leases(key_id), {member: expires}, xx=True)
+                pipe.pexpire(leases(key_id), lease_ms)
             await pipe.execute()
 
     def spend(self, key_id: str, tokens: int) -> None:
@@ -140,14 +146,8 @@ class KeyLimiter:
         return connection_id
 
     async def refresh_connections(self, connections: Sequence[tuple[str, str]]) -> None:
-        if not connections:
-            return
-        expires = _now_ms() + self._connection_lease_ms
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key_id, connection_id in connections:
-                pipe.zadd(keys.key_connections(key_id), {connection_id: expires}, xx=True)
-                pipe.pexpire(keys.key_connections(key_id), self._connection_lease_ms)
-            await pipe.execute()
+        """Extend the leases ``(key id, connection id)`` of connections still open."""
+        await self._extend(keys.key_connections, connections, self._connection_lease_ms)
 
     async def close_connection(self, key_id: str, connection_id: str) -> None:
         await self._redis.zrem(keys.key_connections(key_id), connection_id)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tokenwire.apikeys import KEY_PREFIX, ApiKey, KeyStore, matches, parse_key
+from tokenwire.apikeys import KEY_PREFIX, ApiKey, KeyStore, verify
 from tokenwire.errors import Forbidden, StreamNotFound, Unauthorized
 from tokenwire.settings import Settings
 from tokenwire.tokens import TokenClaims, TokenCodec
@@ -100,11 +100,7 @@ class KeyCache:
         return record
 
     async def verify(self, presented: str) -> ApiKey | None:
-        parsed = parse_key(presented)
-        if parsed is None:
-            return None
-        record = await self.get(parsed[0])
-        return record if record is not None and matches(record, parsed[1]) else None
+        return await verify(presented, self.get)
 
     def _evict(self, now: float) -> None:
         self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
