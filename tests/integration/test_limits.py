@@ -211,3 +211,13 @@ async def test_a_refused_enqueue_takes_its_admission_back(
         (429, "queue_full"): 3}
     assert await redis.zcard(keys.key_running(created["key_id"])) == 1
     assert await redis.zcard(keys.key_requests(created["key_id"])) == 1
+
+
+async def test_connections_of_an_edge_that_died_expire(edge: EdgeClient, redis: Redis) -> None:
+    created = await new_key(edge, max_connections=1)
+    stream_id = (await create(edge, created["key"]))["id"]
+    past = int(time.time() * 1000) - 1
+    await redis.zadd(keys.key_connections(created["key_id"]), {"dead-edge-conn": past})
+    response = await edge.get(f"/v1/streams/{stream_id}/events", headers=bearer(created["key"]))
+    assert response.status == 200  # the dead edge's lease no longer counts
+    response.close()
