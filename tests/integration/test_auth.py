@@ -331,6 +331,7 @@ async def test_cors_allows_the_listed_origins_only(
                                                            **preflight})
     assert refused.status == 403 and "Access-Control-Allow-Origin" not in refused.headers
     stream_id = (await create(client, key, headers={"Origin": APP}))["id"]
+    await client.post(f"/v1/streams/{stream_id}/cancel", headers=bearer(key))  # ends at once
     events = await client.get(f"/v1/streams/{stream_id}/events", headers={
         "Origin": APP, **bearer(key), "Last-Event-ID": "x"})
     assert events.status == 400  # a bad cursor, and still CORS headers a browser can read
@@ -340,7 +341,7 @@ async def test_cors_allows_the_listed_origins_only(
     assert events.status == 200 and events.headers["Access-Control-Allow-Origin"] == APP
     assert "Origin" in events.headers.getall("Vary")
     assert "X-STREAM-ID" in events.headers["Access-Control-Expose-Headers"].upper()
-    events.close()
+    assert b"event: done" in await events.read()
     preflight_get = await client.options(f"/v1/streams/{stream_id}/events", headers={
         "Origin": APP, "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "last-event-id,authorization"})

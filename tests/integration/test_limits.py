@@ -220,4 +220,11 @@ async def test_connections_of_an_edge_that_died_expire(edge: EdgeClient, redis: 
     await redis.zadd(keys.key_connections(created["key_id"]), {"dead-edge-conn": past})
     response = await edge.get(f"/v1/streams/{stream_id}/events", headers=bearer(created["key"]))
     assert response.status == 200  # the dead edge's lease no longer counts
+    conns = keys.key_connections(created["key_id"])
+    assert await redis.zcard(conns) == 1
     response.close()
+
+    async def released() -> bool:
+        return await redis.zcard(conns) == 0
+
+    await eventually(released)
