@@ -26,9 +26,18 @@ def valkey_server() -> Iterator[ValkeyServer]:
     server.stop()
 
 
+#: Credentials of tests that run with auth on (``auth_settings``).
+TOKEN_SECRET = "test-token-secret-0123456789abcdefghijklmnop"
+ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnopqrs"
+
+
 def make_settings(redis_url: str, **overrides: object) -> Settings:
+    """Settings for tests of stream mechanics. They do not care about auth and
+    run with it disabled — this is the one switch; tests of auth itself use
+    ``auth_settings`` (and end-to-end tests run with auth on, as users do)."""
     values: dict[str, Any] = {
         "redis_url": redis_url,
+        "auth_disabled": True,
         "provider": "simulated",
         "simulated_tokens_per_second": 2000.0,
         "simulated_first_token_delay_ms": 0,
@@ -40,6 +49,13 @@ def make_settings(redis_url: str, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+def auth_settings(redis_url: str, **overrides: object) -> Settings:
+    """Settings with auth on, as in production: a token secret and an admin key."""
+    values: dict[str, object] = {"auth_disabled": False, "token_secret": TOKEN_SECRET,
+                                 "admin_key": ADMIN_KEY}
+    return make_settings(redis_url, **{**values, **overrides})
 
 
 @pytest.fixture

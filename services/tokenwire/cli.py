@@ -1,4 +1,4 @@
-"""The ``tokenwire`` command: ``dev``, ``edge``, ``worker``.
+"""The ``tokenwire`` command: ``dev``, ``edge``, ``worker``, ``keys``.
 
 Entry points are the only place that reads the environment, configures
 logging and installs signal handlers.
@@ -14,6 +14,7 @@ import signal
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from tokenwire.cli_keys import add_keys_parser, run_keys_command
 from tokenwire.gc_tuning import tune_for_service
 from tokenwire.logs import configure_logging
 from tokenwire.settings import Settings
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--valkey-port", type=int, default=None, help="default: a free port")
     worker = commands.add_parser("worker", help="run a generator worker")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    add_keys_parser(commands)
     return parser
 
 
@@ -40,10 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: v for k, v in (("host", getattr(args, "host", None)),
                                    ("port", getattr(args, "port", None))) if v is not None}
     settings = Settings(**overrides)
-    api_key = settings.openai_api_key
-    configure_logging(settings.log_level, settings.log_format,
-                      secrets=[api_key.get_secret_value() if api_key else None])
+    configure_logging(settings.log_level, settings.log_format, secrets=_secrets_of(settings))
+    if args.command == "keys":
+        return asyncio.run(run_keys_command(settings, args))
     if args.command == "edge":
+        from tokenwire.edge.auth import auth_problem  # noqa: PLC0415
+
+        if (problem := auth_problem(settings)) is not None:
+            log.error("refusing to start the edge: %s", problem)
+            return 2
         _run(settings, _until_signal(lambda stop: run_edge(settings, stop)))
     elif args.command == "worker":
         _run(settings, _until_signal(lambda stop: run_worker(settings, stop, burst=args.burst)))
@@ -52,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _run(settings, _until_signal(lambda stop: run_dev(settings, stop, args.valkey_port)))
     return 0
+
+
+def _secrets_of(settings: Settings) -> list[str]:
+    """Every configured secret: the log formatters remove them from each line."""
+    configured = (settings.openai_api_key, settings.token_secret, settings.admin_key,
+                  settings.demo_api_key)
+    return [secret.get_secret_value() for secret in configured if secret is not None]
 
 
 def _run(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
@@ -78,6 +92,9 @@ async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
     from tokenwire.edge.app import create_app, start_draining  # noqa: PLC0415
     from tokenwire.edge.server import EdgeRunner  # noqa: PLC0415
 
+    if settings.auth_disabled:
+        log.warning("auth is disabled (TOKENWIRE_AUTH_DISABLED): anyone who can reach this "
+                    "edge can create, read and cancel any stream")
     app = create_app(settings)
     runner = EdgeRunner(app, settings, handler_cancellation=True,
                         shutdown_timeout=5.0, access_log=None)

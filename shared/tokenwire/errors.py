@@ -2,7 +2,10 @@
 
     TokenwireError                 code + message, safe to show a client
     ├── MalformedRequest           400 unparseable input, a bad cursor
-    ├── StreamNotFound             404
+    ├── Unauthorized               401 no credentials, or a bad/expired/revoked key or token
+    ├── Forbidden                  403 credentials that may not do this (scope, origin)
+    ├── StreamNotFound             404 (also: another tenant's stream)
+    ├── KeyNotFound                404 an API key id the admin API does not know
     ├── RequestTimeout             408 the request's body did not arrive in time
     ├── StreamGone                 410 the stream's record expired
     ├── PayloadTooLarge            413
@@ -35,9 +38,22 @@ class MalformedRequest(TokenwireError):
     pass
 
 
+class Unauthorized(TokenwireError):
+    """Never says more than needed: no hint whether a key id exists."""
+
+
+class Forbidden(TokenwireError):
+    pass
+
+
 class StreamNotFound(TokenwireError):
     def __init__(self) -> None:
         super().__init__("not_found", "no stream with this id")
+
+
+class KeyNotFound(TokenwireError):
+    def __init__(self) -> None:
+        super().__init__("not_found", "no API key with this id")
 
 
 class RequestTimeout(TokenwireError):

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from tokenwire.settings import BufferMode
 
 MetadataValue = str | int | float | bool | None
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200,
+                                             pattern=r"^[\x21-\x7e]+$")]
+#: What a stream token may allow: follow the stream, or cancel it too.
+TokenScope = Literal["read", "cancel"]
+
+
+def _read_only() -> list[TokenScope]:
+    return ["read"]
 
 
 class Message(BaseModel):
@@ -25,7 +33,7 @@ class JobRequest(BaseModel):
 
     messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
     prompt: str | None = Field(None, min_length=1, max_length=200_000)
-    model: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    model: ModelName | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     buffer: BufferMode | None = None
@@ -33,6 +41,11 @@ class JobRequest(BaseModel):
     on_disconnect: str | None = Field(
         None, max_length=40, pattern=r"^(continue|cancel_after=\d{1,6}(\.\d{1,3})?)$"
     )
+    #: The stream token in the answer: its lifetime (the edge's default and
+    #: maximum apply) and what it allows (``read``; ``cancel`` too on request).
+    token_ttl_seconds: int | None = Field(None, ge=60)
+    token_scopes: list[TokenScope] = Field(default_factory=_read_only, min_length=1,
+                                           max_length=2)
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> JobRequest:
@@ -74,6 +87,9 @@ class Job(BaseModel):
     created_at_ms: int
     #: cancel when no client of any edge watched for this long (None: never)
     idle_cancel_ms: int | None = None
+    #: who created it (None: auth disabled); the key's limits count this job
+    tenant: str | None = None
+    key_id: str | None = None
 
     def meta_fields(self) -> dict[str, str | int]:
         """The meta hash a new stream starts with (also rebuilt from here when
@@ -84,4 +100,8 @@ class Job(BaseModel):
         }
         if self.idle_cancel_ms is not None:
             fields["idle_cancel_ms"] = self.idle_cancel_ms
+        if self.tenant is not None:
+            fields["tenant"] = self.tenant
+        if self.key_id is not None:
+            fields["key_id"] = self.key_id
         return fields

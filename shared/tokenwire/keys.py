@@ -1,8 +1,11 @@
 """Redis key and channel names: the only place that formats them.
 
 Every per-stream key carries the stream id in a hash tag (``{...}``) so that one
-stream's keys and its live channel share a Redis Cluster slot. Only
-server-generated ids ever become part of a key.
+stream's keys and its live channel share a Redis Cluster slot; every per-API-key
+key (its record and its limit counters) carries the key id the same way, so
+one script can check and count a key's limits atomically. Only server-generated
+ids (checked against their pattern) ever become part of a key; client text
+(an ``Idempotency-Key``, a tenant name) is hashed first.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ DEAD_JOBS = "tw:jobs:dead"
 WORKERS_GROUP = "workers"
 CANCEL_CHANNEL = "tw:cancel"
 
+#: Every API key's id, for listing (a set on its own slot; the records are per key).
+API_KEYS = "tw:keys"
+
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_KEY_ID = re.compile(r"^[a-z0-9]{16}$")
 
 
 def new_stream_id() -> str:
@@ -56,7 +63,53 @@ def stream_keys(stream_id: str) -> list[str]:
     return [meta(stream_id), events(stream_id), text(stream_id), live_channel(stream_id)]
 
 
-def idempotency(client_key: str) -> str:
-    """A client's Idempotency-Key, hashed: client text never becomes part of a key."""
-    digest = hashlib.sha256(client_key.encode()).hexdigest()
+def idempotency(client_key: str, tenant: str | None = None) -> str:
+    """A client's Idempotency-Key, scoped to its tenant and hashed: the same key
+    from two tenants names two streams, and client text never becomes a key."""
+    scoped = client_key if tenant is None else f"{tenant}\n{client_key}"
+    digest = hashlib.sha256(scoped.encode()).hexdigest()
     return f"tw:idem:{digest}"
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+
+def new_key_id() -> str:
+    """80 random bits in base36-ish lowercase: public, shown in listings and logs."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def is_key_id(value: str) -> bool:
+    return bool(_KEY_ID.fullmatch(value))
+
+
+def api_key(key_id: str) -> str:
+    """The key's record: tenant, secret hash, limits."""
+    return f"tw:key:{{{key_id}}}"
+
+
+def key_running(key_id: str) -> str:
+    """Sorted set of the key's unfinished streams, scored by when the slot expires."""
+    return f"tw:key:{{{key_id}}}:running"
+
+
+def key_requests(key_id: str) -> str:
+    """Sorted set of the key's creations in the last minute, scored by time."""
+    return f"tw:key:{{{key_id}}}:requests"
+
+
+def key_tokens(key_id: str) -> str:
+    """Tokens generated for the key in the current one-minute window (expires with it)."""
+    return f"tw:key:{{{key_id}}}:tokens"
+
+
+def key_connections(key_id: str) -> str:
+    """Sorted set of open delivery connections on the key's streams, scored by expiry."""
+    return f"tw:key:{{{key_id}}}:conns"
+
+
+def key_limit_keys(key_id: str) -> list[str]:
+    """The KEYS argument of every per-API-key script, in script order."""
+    return [api_key(key_id), key_running(key_id), key_requests(key_id), key_tokens(key_id),
+            key_connections(key_id)]

@@ -38,12 +38,18 @@ class ScriptBatcher:
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
         """Run ``script`` with the other calls of this loop iteration; its reply."""
+        return await self.submit(script, keys, args)
+
+    def submit(self, script: AsyncScript, keys: list[str], args: list[str | int]
+               ) -> asyncio.Future[Any]:
+        """Queue ``script`` for this loop iteration's pipeline without waiting:
+        the future settles with its reply or its error."""
         loop = asyncio.get_running_loop()
         call = _Call(script, keys, args, loop.create_future())
         self._queued.append(call)
         if len(self._queued) == 1:
             loop.call_soon(self._send_queued)
-        return await call.reply
+        return call.reply
 
     def _send_queued(self) -> None:
         calls, self._queued = self._queued, []

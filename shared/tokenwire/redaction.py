@@ -26,9 +26,17 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # URL user-info: scheme://user:password@host
     (re.compile(r"([a-z][a-z0-9+.-]*://)[^/\s:@]*:[^/\s@]*@", re.IGNORECASE), rf"\1{REDACTED}@"),
     # credential-like parameters in a query string or a form body
-    (re.compile(r"\b([A-Za-z0-9_-]*(?:token|key|secret|password|signature|sig))=[^&\s\"']+",
+    (re.compile(r"\b([A-Za-z0-9_-]*(?:token|key|secret|password|signature|sig))=[^&#;\s\"']+",
                 re.IGNORECASE), rf"\1={REDACTED}"),
+    # Tokenwire API keys (twk_<key id>_<secret>): the key id may stay, the secret never
+    (re.compile(r"\b(twk_[a-z0-9]{16}_)[A-Za-z0-9_-]+"), rf"\1{REDACTED}"),
 )
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line: credential-like query values (``token=`` —
+    a stream token, or an API key sent that way) replaced by ``[redacted]``."""
+    return redact(url)
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:

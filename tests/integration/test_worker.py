@@ -109,7 +109,7 @@ async def test_cancel_reaches_the_running_worker_quickly(redis: Redis, redis_url
     async with running_worker(redis, settings, SimulatedProvider(20, 0)):
         await wait_for_status(store, job.stream_id, {"running"})
         await asyncio.sleep(0.2)
-        assert await store.cancel(job.stream_id) == "cancelling"
+        assert (await store.cancel(job.stream_id)).status == "cancelling"
         loop = asyncio.get_running_loop()
         asked = loop.time()
         await wait_for_status(store, job.stream_id, {"cancelled"}, seconds=3)

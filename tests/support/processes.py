@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,8 +51,28 @@ class Process:
         return self.popen.returncode
 
 
+#: Process environment of suites about stream mechanics, not auth (the chaos
+#: suite): the one place that turns auth off for real processes. End-to-end
+#: tests of what users see run with ``AUTH_ENV`` instead.
+MECHANICS_ENV = {"TOKENWIRE_AUTH_DISABLED": "true"}
+TOKEN_SECRET = "e2e-token-secret-0123456789abcdefghijklmnopq"
+ADMIN_KEY = "e2e-admin-key-0123456789abcdefghijklmnopqrst"
+#: Auth on, as in production.
+AUTH_ENV = {"TOKENWIRE_TOKEN_SECRET": TOKEN_SECRET, "TOKENWIRE_ADMIN_KEY": ADMIN_KEY}
+
+
 def tokenwire(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Process:
     return Process(name, [sys.executable, "-m", "tokenwire", *command], env, log_dir)
+
+
+def create_key(env: dict[str, str], tenant: str, *limits: str) -> dict[str, Any]:
+    """``tokenwire keys create --json`` for real: the key and its record."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenwire", "keys", "create", "--tenant", tenant, *limits,
+         "--json"], env={**os.environ, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT,
+        capture_output=True, text=True, timeout=30, check=True)
+    created: dict[str, Any] = json.loads(result.stdout)
+    return created
 
 
 async def wait_ready(url: str, process: Process, max_seconds: float = 20) -> None:

@@ -8,19 +8,31 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.asyncio import Redis
 
+from tokenwire.apikeys import KeyStore
 from tokenwire.edge import keys as appkeys
+from tokenwire.edge.auth import Authenticator, KeyCache, auth_problem
+from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.errors import WS_SERVICE_RESTART, error_middleware
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.routes import setup_routes
 from tokenwire.edge.viewers import ViewerReporter
+from tokenwire.limits import KeyLimiter
 from tokenwire.redis_client import create_redis
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
 
 
+class InsecureSettings(ValueError):
+    """The edge would be open to anyone without saying so (see ``auth_problem``)."""
+
+
 def create_app(settings: Settings, redis: Redis | None = None) -> web.Application:
-    """Build the edge. ``redis`` lets a caller share its client (it stays the caller's)."""
+    """Build the edge. ``redis`` lets a caller share its client (it stays the caller's).
+    Refuses (``InsecureSettings``) to build an edge without auth unless auth is
+    explicitly disabled."""
+    if (problem := auth_problem(settings)) is not None:
+        raise InsecureSettings(problem)
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=settings.max_body_bytes)
     app[appkeys.SETTINGS] = settings
@@ -40,6 +52,14 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
         hub = Hub(redis, settings.subscriber_queue_size)
         store = StreamStore(redis, settings)
         viewers = ViewerReporter(store, settings.watch_touch_seconds)
+        key_store = KeyStore(redis)
+        auth = Authenticator(settings, KeyCache(key_store, settings.key_cache_seconds))
+        limiter = KeyLimiter(redis, settings)
+        connections = ConnectionLeases(limiter, auth, settings.connection_lease_seconds)
+        app[appkeys.AUTH] = auth
+        app[appkeys.KEY_STORE] = key_store
+        app[appkeys.LIMITER] = limiter
+        app[appkeys.CONNECTIONS] = connections
         app[appkeys.REDIS] = redis
         app[appkeys.STORE] = store
         app[appkeys.HUB] = hub
@@ -48,8 +68,11 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
                                        lambda: hub.messages_received)
         await hub.start()
         await store.load_scripts()
+        await limiter.load_scripts()
         viewers.start()
+        connections.start()
         yield
+        await connections.close()
         await viewers.close()
         await hub.close()
         if shared is None:

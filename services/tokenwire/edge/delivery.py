@@ -174,13 +174,14 @@ async def _write_retry(response: EventSourceResponse, retry_ms: int) -> None:
 
 
 async def send_websocket(
-    request: web.Request, follower: Follower | None
+    request: web.Request, follower: Follower | None, cancel: Callable[[], Awaitable[None]]
 ) -> web.WebSocketResponse:
-    """``follower`` None: the client already has everything; close normally."""
+    """``follower`` None: the client already has everything; close normally.
+    ``cancel``: what a ``{"type": "cancel"}`` message does (the caller checks
+    that the client may)."""
     app = request.app
     settings = app[appkeys.SETTINGS]
     metrics = app[appkeys.METRICS]
-    store = app[appkeys.STORE]
     # No permessage-deflate: token frames are tens of bytes, and uncompressed
     # frames can be encoded once per event and written from the hub (``direct``).
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, compress=False)
@@ -200,7 +201,7 @@ async def send_websocket(
             except (ValueError, RecursionError):  # not JSON, or nested absurdly deep
                 continue
             if isinstance(command, dict) and command.get("type") == "cancel":
-                await store.cancel(follower.stream_id)
+                await cancel()
     finally:
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.errors import (
+    Forbidden,
     InvalidValue,
+    KeyNotFound,
     MalformedRequest,
     OverLimit,
     PayloadTooLarge,
@@ -17,6 +19,7 @@ from tokenwire.errors import (
     StreamGone,
     StreamNotFound,
     TokenwireError,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -26,7 +29,10 @@ log = logging.getLogger(__name__)
 
 HTTP_STATUS: dict[type[TokenwireError], int] = {
     MalformedRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     StreamNotFound: 404,
+    KeyNotFound: 404,
     RequestTimeout: 408,
     StreamGone: 410,
     PayloadTooLarge: 413,
@@ -69,8 +75,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except TokenwireError as exc:
         status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 500)
         details = exc.details if isinstance(exc, InvalidValue) else None
-        return error_response(status, exc.code, exc.message, retry_after=exc.retry_after,
-                              details=details)
+        response = error_response(status, exc.code, exc.message, retry_after=exc.retry_after,
+                                  details=details)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="tokenwire"'
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

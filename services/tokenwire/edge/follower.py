@@ -79,17 +79,21 @@ class Follower:
         # subscribing is safe: the replay's own page read comes after the
         # subscription, and a record older than that page is the normal case.
         self._opening_meta = meta
+        #: the API key that created the stream (its connection limit counts this client)
+        self.key_id = meta.key_id if meta is not None else None
 
     @classmethod
     async def open(
         cls, store: StreamStore, hub: Hub, viewers: ViewerReporter, stream_id: str,
         position: Cursor | None, *, idle_resync: float, want_snapshot: bool = False,
+        tenant: str | None = None,
     ) -> Follower:
         """Check that there is something to follow before a response starts:
-        raises ``StreamNotFound`` (404), ``StreamGone`` (410), ``StreamComplete`` (204)."""
-        meta = await store.meta(stream_id)
+        raises ``StreamNotFound`` (404), ``StreamGone`` (410), ``StreamComplete`` (204).
+        ``tenant``: a stream of another tenant is answered as if it did not exist."""
+        meta = _visible(await store.meta(stream_id), tenant)
         if meta is None and position is not None:
-            meta = await _rebuilt_record(store, stream_id)
+            meta = _visible(await _rebuilt_record(store, stream_id), tenant)
         if meta is None:
             # A client that holds a cursor saw this stream: its record expired.
             raise StreamGone() if position else StreamNotFound()
@@ -213,6 +217,11 @@ class Follower:
         log.info("reset %s", reason, extra={"stream_id": self.stream_id})
         self.epoch, self.seq = epoch, 0
         return ev.reset(epoch, reason)
+
+
+def _visible(meta: StreamMeta | None, tenant: str | None) -> StreamMeta | None:
+    """``meta`` unless it belongs to another tenant (``tenant`` None: no tenants)."""
+    return meta if meta is None or tenant is None or meta.tenant == tenant else None
 
 
 async def _rebuilt_record(store: StreamStore, stream_id: str) -> StreamMeta | None:

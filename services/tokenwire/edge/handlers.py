@@ -2,6 +2,8 @@
 
 Thin on purpose: domain errors are raised and turned into HTTP by the error
 middleware; nothing is written to Redis until the whole request is valid.
+Every stream route authenticates its caller first (``auth``) and sees only
+the caller's tenant's streams.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pydantic import ValidationError
 from tokenwire import keys
 from tokenwire.cursor import Cursor
 from tokenwire.edge import keys as appkeys
+from tokenwire.edge.auth import Principal
 from tokenwire.edge.bodies import read_json_object
+from tokenwire.edge.cors import check_websocket_origin
 from tokenwire.edge.delivery import send_sse, send_websocket
 from tokenwire.edge.follower import Follower, StreamComplete
 from tokenwire.errors import (
@@ -51,6 +55,13 @@ def resume_position(request: web.Request, *, header: bool) -> Cursor | None:
     return Cursor.parse_optional(raw)
 
 
+def invalid(code: str, message: str, exc: ValidationError) -> InvalidValue:
+    details: list[dict[str, object]] = [
+        {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()
+    ]
+    return InvalidValue(code, message, details)
+
+
 async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest, str]:
     """Parse and validate a job body; returns it and its fingerprint."""
     body = await read_json_object(request, settings)
@@ -58,14 +69,15 @@ async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest
         job_request = JobRequest.model_validate(body)
         canonical = dumps(job_request.model_dump(mode="json")).encode()
     except ValidationError as exc:
-        details: list[dict[str, object]] = [
-            {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()
-        ]
-        raise InvalidValue("invalid_job", "the job has invalid values", details) from exc
+        raise invalid("invalid_job", "the job has invalid values", exc) from exc
     except UnicodeEncodeError as exc:  # lone surrogates from "\ud800" escapes
         raise InvalidValue("invalid_job", "text must be valid Unicode") from exc
     if job_request.max_tokens is not None and job_request.max_tokens > settings.max_tokens_limit:
         raise InvalidValue("invalid_job", f"max_tokens must be <= {settings.max_tokens_limit}")
+    ttl = job_request.token_ttl_seconds
+    if ttl is not None and ttl > settings.token_max_ttl_seconds:
+        raise InvalidValue("invalid_job",
+                           f"token_ttl_seconds must be <= {settings.token_max_ttl_seconds}")
     return job_request, hashlib.sha256(canonical).hexdigest()
 
 
@@ -77,63 +89,112 @@ def idempotency_key_of(request: web.Request) -> str | None:
     return key
 
 
-def urls_of(request: web.Request, stream_id: str) -> dict[str, str]:
+def urls_of(stream_id: str, token: str | None = None) -> dict[str, str]:
+    """The stream's delivery URLs; with ``token``, ready for a browser as they are."""
     base = f"/v1/streams/{stream_id}"
-    return {"events_url": f"{base}/events", "ws_url": f"{base}/ws"}
+    query = f"?token={token}" if token else ""  # a JWT is URL-safe as it is
+    return {"events_url": f"{base}/events{query}", "ws_url": f"{base}/ws{query}"}
 
 
 # --- handlers ------------------------------------------------------------------------
 
 
 async def create_stream(request: web.Request) -> web.StreamResponse:
+    principal = await request.app[appkeys.AUTH].api_key(request)
+    return await create_stream_as(request, principal)
+
+
+async def create_demo_stream(request: web.Request) -> web.StreamResponse:
+    """``POST /demo/streams`` (``tokenwire dev`` only): what an app's backend
+    does, as a stand-in — the same body and answer as ``POST /v1/streams``,
+    made with the dev API key held here, so the browser never holds a key."""
+    settings = request.app[appkeys.SETTINGS]
+    if settings.demo_api_key is None:  # the route exists only when it is set
+        raise web.HTTPNotFound()
+    principal = await request.app[appkeys.AUTH].key_principal(
+        settings.demo_api_key.get_secret_value())
+    return await create_stream_as(request, principal)
+
+
+async def create_stream_as(request: web.Request, principal: Principal) -> web.StreamResponse:
     app = request.app
     settings = app[appkeys.SETTINGS]
     if app[appkeys.LIFECYCLE].draining:
         raise Unavailable("draining", "this edge is shutting down", retry_after=1)
     job_request, fingerprint = await read_job(request, settings)
     idempotency_key = idempotency_key_of(request)
+    model = job_request.model or settings.default_model_name
+    if principal.key is not None and not principal.key.allows_model(model):
+        raise InvalidValue("model_not_allowed", f"this API key may not use the model {model!r}")
     job = Job(
         stream_id=keys.new_stream_id(),
         messages=job_request.chat_messages(),
-        model=job_request.model or settings.default_model_name,
+        model=model,
         max_tokens=job_request.max_tokens,
         temperature=job_request.temperature,
         buffer=job_request.buffer or settings.default_buffer,
         metadata=job_request.metadata,
         created_at_ms=int(time.time() * 1000),
         idle_cancel_ms=job_request.idle_cancel_ms(),
+        tenant=principal.tenant,
+        key_id=principal.key.key_id if principal.key is not None else None,
     )
-    stream_id = await app[appkeys.STORE].create(job, idempotency_key, fingerprint)
+    stream_id = await app[appkeys.STORE].create(job, idempotency_key, fingerprint,
+                                                admission=app[appkeys.LIMITER])
     app[appkeys.METRICS].streams_created.inc()
     if "text/event-stream" in request.headers.get("Accept", ""):
-        follower = await _follower(request, stream_id, None)
-        return await send_sse(request, follower, headers={"X-Stream-ID": stream_id})
-    body = {"id": stream_id, "status": "queued", **urls_of(request, stream_id)}
+        follower = await _follower(request, stream_id, None, tenant=principal.tenant)
+        async with app[appkeys.CONNECTIONS].held(follower.key_id):
+            return await send_sse(request, follower, headers={"X-Stream-ID": stream_id})
+    body: dict[str, Any] = {"id": stream_id, "status": "queued"}
+    codec = app[appkeys.AUTH].tokens
+    token = None
+    if principal.tenant is not None and codec.can_mint:
+        token, body["token_expires_at"] = codec.mint(
+            "stream", stream_id, principal.tenant, job_request.token_scopes,
+            job_request.token_ttl_seconds or settings.token_ttl_seconds)
+    body["token"] = token
+    body.update(urls_of(stream_id, token))
     return web.json_response(body, status=202, headers={"Location": f"/v1/streams/{stream_id}"})
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
+    principal = await request.app[appkeys.AUTH].principal(request)
     stream_id = stream_id_of(request)
+    tenant = principal.tenant_for(stream_id, "read")
     position = resume_position(request, header=True)
     want_snapshot = request.query.get("snapshot") in ("1", "true")
-    follower = await _follower(request, stream_id, position, want_snapshot)
-    return await send_sse(request, follower)
+    follower = await _follower(request, stream_id, position, want_snapshot, tenant=tenant)
+    async with request.app[appkeys.CONNECTIONS].held(follower.key_id):
+        return await send_sse(request, follower)
 
 
 async def stream_websocket(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    check_websocket_origin(request, app[appkeys.SETTINGS])
+    principal = await app[appkeys.AUTH].principal(request)
     stream_id = stream_id_of(request)
+    tenant = principal.tenant_for(stream_id, "read")
     position = resume_position(request, header=False)
     try:
-        follower: Follower | None = await _follower(request, stream_id, position)
+        follower: Follower | None = await _follower(request, stream_id, position, tenant=tenant)
     except StreamComplete:
         follower = None
-    return await send_websocket(request, follower)
+
+    async def cancel() -> None:
+        if principal.may(stream_id, "cancel"):  # a read-only token's cancel is ignored
+            await _cancel(request, stream_id, tenant)
+
+    async with app[appkeys.CONNECTIONS].held(follower.key_id if follower else None):
+        return await send_websocket(request, follower, cancel)
 
 
 async def stream_status(request: web.Request) -> web.Response:
+    principal = await request.app[appkeys.AUTH].principal(request)
     stream_id = stream_id_of(request)
+    tenant = principal.tenant_for(stream_id, "read")
     snap = await request.app[appkeys.STORE].snapshot(stream_id)
-    if snap is None:
+    if snap is None or (tenant is not None and snap.meta.tenant != tenant):
         raise StreamNotFound()
     meta = snap.meta
     body: dict[str, Any] = {
@@ -147,7 +208,7 @@ async def stream_status(request: web.Request) -> web.Response:
         "tokens": meta.tokens,
         "created_at_ms": meta.created_at_ms,
         "finished_at_ms": meta.finished_at_ms,
-        **urls_of(request, stream_id),
+        **urls_of(stream_id),
     }
     if meta.final is not None:
         body["done" if meta.status in ("done", "cancelled") else "error"] = meta.final
@@ -155,16 +216,27 @@ async def stream_status(request: web.Request) -> web.Response:
 
 
 async def cancel_stream(request: web.Request) -> web.Response:
+    principal = await request.app[appkeys.AUTH].principal(request)
     stream_id = stream_id_of(request)
-    status = await request.app[appkeys.STORE].cancel(stream_id)
+    status = await _cancel(request, stream_id, principal.tenant_for(stream_id, "cancel"))
     return web.json_response({"id": stream_id, "status": status}, status=202)
 
 
+async def _cancel(request: web.Request, stream_id: str, tenant: str | None) -> str:
+    app = request.app
+    outcome = await app[appkeys.STORE].cancel(stream_id, tenant)
+    if outcome.status == "cancelled":  # ended while queued: no worker will release it
+        await app[appkeys.LIMITER].release(outcome.key_id, stream_id)
+    return outcome.status
+
+
 async def _follower(
-    request: web.Request, stream_id: str, position: Cursor | None, want_snapshot: bool = False
+    request: web.Request, stream_id: str, position: Cursor | None, want_snapshot: bool = False,
+    *, tenant: str | None,
 ) -> Follower:
     app = request.app
     return await Follower.open(
         app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
         idle_resync=app[appkeys.SETTINGS].idle_resync_seconds, want_snapshot=want_snapshot,
+        tenant=tenant,
     )

@@ -8,9 +8,13 @@ import weakref
 from aiohttp import web
 from redis.asyncio import Redis
 
+from tokenwire.apikeys import KeyStore
+from tokenwire.edge.auth import Authenticator
+from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.viewers import ViewerReporter
+from tokenwire.limits import KeyLimiter
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
 
@@ -20,6 +24,10 @@ STORE = web.AppKey("store", StreamStore)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 VIEWERS = web.AppKey("viewers", ViewerReporter)
+AUTH = web.AppKey("auth", Authenticator)
+KEY_STORE = web.AppKey("key_store", KeyStore)
+LIMITER = web.AppKey("limiter", KeyLimiter)
+CONNECTIONS = web.AppKey("connections", ConnectionLeases)
 
 
 class Lifecycle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import OutOfMemoryError
@@ -26,16 +27,22 @@ class RedisEventSink:
     lost reply never duplicates an event. Past that budget the transport error
     propagates and the attempt is abandoned, to be reclaimed later.
     A token write refused because Redis is out of memory raises ``OutOfCapacity``.
+    ``spend``: counts the tokens against the job's API key; called just before
+    their append, so the count shares the append's pipelined round trip.
     """
 
-    def __init__(self, store: StreamStore, attempt: Attempt, retry_seconds: float) -> None:
+    def __init__(self, store: StreamStore, attempt: Attempt, retry_seconds: float,
+                 spend: Callable[[int], None] | None = None) -> None:
         self._store = store
         self._attempt = attempt
         self._next_seq = attempt.last_seq + 1
         self._retry_seconds = retry_seconds
+        self._spend = spend
 
     async def token(self, content: str, count: int) -> bool:
         event = PendingEvent("token", dumps({"content": content}), content)
+        if self._spend is not None:
+            self._spend(count)
         return await self._write([event], tokens_delta=count)
 
     async def done(self, data: dict[str, Any]) -> None:

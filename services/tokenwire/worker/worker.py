@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
@@ -33,6 +34,7 @@ from tokenwire.buffers import make_buffer
 from tokenwire.errors import FencedWrite, OutOfCapacity, StreamLost, WriteRejected
 from tokenwire.jobqueue import Delivery, JobQueue, is_missing_group
 from tokenwire.jobs import Job
+from tokenwire.limits import KeyLimiter
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, Dead, NoWork, StreamStore
@@ -53,7 +55,11 @@ class Worker:
         self._burst = burst
         self._store = StreamStore(redis, settings)
         self._queue = JobQueue(redis, settings.consumer_name, settings.worker_claim_timeout_ms)
+        # Token counts share the appends' pipeline (see ``limits``).
+        self._limiter = KeyLimiter(redis, settings, self._store.batcher)
         self._tasks: dict[str, asyncio.Task[None]] = {}  # job entry id -> its task
+        # job entry id -> (API key id, stream id): running slots to keep alive
+        self._slots: dict[str, tuple[str, str]] = {}
         self._generations: dict[str, Generation] = {}  # stream id -> live generation
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -75,6 +81,7 @@ class Worker:
     async def startup(self) -> None:
         await self._queue.ensure_group()
         await self._store.load_scripts()
+        await self._limiter.load_scripts()
         self._helpers = [
             asyncio.create_task(self._refresh_claims(), name="refresh-claims"),
             asyncio.create_task(self._listen_for_cancels(), name="cancel-listener"),
@@ -175,6 +182,7 @@ class Worker:
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task.get_name(), None)
+        self._slots.pop(task.get_name(), None)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job task failed", exc_info=task.exception(),
@@ -189,6 +197,8 @@ class Worker:
             await self._queue.ack(delivery.entry_id)
             return
         context = {"stream_id": job.stream_id, "job_id": delivery.entry_id}
+        if job.key_id is not None:
+            self._slots[delivery.entry_id] = (job.key_id, job.stream_id)
         recreate, last_failure = False, ""
         # Each pass is one attempt; begin() counts them, so this ends (Dead) —
         # except when Redis keeps losing the stream, hence the bound.
@@ -233,13 +243,16 @@ class Worker:
         else:
             log.error("giving up on this job for now; it stays pending", extra=context)
             return
+        # The stream ended (or needs nothing): its creator's running slot is free.
+        await self._limiter.release(job.key_id, job.stream_id)
         await self._queue.ack(delivery.entry_id)
 
     async def _generate(self, job: Job, began: Attempt) -> Ending:
         settings = self._settings
         buffer = make_buffer(job.buffer, settings.flush_interval_ms / 1000,
                              settings.coalesce_chars)
-        sink = RedisEventSink(self._store, began, settings.worker_write_retry_seconds)
+        spend = partial(self._limiter.spend, job.key_id) if job.key_id is not None else None
+        sink = RedisEventSink(self._store, began, settings.worker_write_retry_seconds, spend)
         policy = UpstreamPolicy(settings.upstream_retries, settings.upstream_backoff_seconds,
                                 settings.upstream_deadline_seconds,
                                 settings.upstream_max_gap_seconds)
@@ -264,6 +277,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 await self._queue.refresh(list(self._tasks))
+                await self._limiter.refresh_running(list(self._slots.values()))
             except (*TRANSPORT_ERRORS, ResponseError) as exc:
                 log.warning("claim refresh failed: %s", exc)
 

@@ -2,8 +2,10 @@
 // `events_url` the answer carries, with the client every page can use.
 import { createStream, TokenwireStream } from "/v1/client.js";
 
-/** Where the page creates streams: the edge's API, or a backend that answers like it. */
-const CREATE_URL = "/v1/streams";
+/** Where the page creates streams: a backend that answers like the edge's
+ * `POST /v1/streams` (it holds the API key; the page gets a stream token).
+ * `tokenwire dev` serves this stand-in. */
+const CREATE_URL = "/demo/streams";
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 /** @type {TokenwireStream | null} */
@@ -77,7 +79,7 @@ $("send").addEventListener("click", async () => {
   status("sending…");
   try {
     const prompt = /** @type {HTMLTextAreaElement} */ ($("prompt")).value;
-    const created = await createStream(CREATE_URL, { prompt });
+    const created = await createStream(CREATE_URL, { prompt, token_scopes: ["read", "cancel"] });
     log("stream " + created.id + " queued");
     follow(created);
   } catch (error) {
