@@ -143,6 +143,20 @@ async def test_resume_with_query_parameter_and_header_wins(client: EdgeClient) -
     assert assemble(first[:5], both).text == expected_text("hello edge")
 
 
+async def test_an_empty_last_event_id_header_leaves_the_query_in_charge(client: EdgeClient
+                                                                       ) -> None:
+    # Found by the OpenAPI fuzz test: an empty header used to "win" and hide
+    # the query, so a malformed ?last_event_id= was silently ignored.
+    stream_id = await create(client)
+    first = await read_events(client, stream_id, limit=6)
+    resumed = await read_events(client, stream_id, headers={"Last-Event-ID": ""},
+                                params={"last_event_id": first[2].id})
+    assert assemble(first[:3], resumed).text == expected_text("hello edge")
+    response = await client.get(f"/v1/streams/{stream_id}/events",
+                                headers={"Last-Event-ID": ""}, params={"last_event_id": "x"})
+    assert await error_of(response) == (400, "bad_cursor")
+
+
 async def test_many_drops_still_assemble_the_exact_text(client: EdgeClient) -> None:
     stream_id = await create(client, {"prompt": "drop me often"})
     transcript = Transcript()

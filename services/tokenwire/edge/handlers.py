@@ -48,9 +48,10 @@ def stream_id_of(request: web.Request) -> str:
 
 
 def resume_position(request: web.Request, *, header: bool) -> Cursor | None:
-    """The header wins over the query parameter (EventSource sends the header)."""
+    """The header wins over the query parameter (EventSource sends the header);
+    an empty header is no header (else it would hide a malformed query)."""
     raw = request.headers.get("Last-Event-ID") if header else None
-    if raw is None:
+    if not raw:
         raw = request.query.get("last_event_id")
     return Cursor.parse_optional(raw)
 
