@@ -366,6 +366,12 @@ async def test_websocket_cancel(redis: Redis, redis_url: str, aiohttp_client: Cl
     assert events[-1].data["sha256"] == hashlib.sha256(text.encode()).hexdigest()
 
 
+async def test_a_plain_get_of_the_websocket_url_is_a_clear_400(client: EdgeClient) -> None:
+    stream_id = await create(client)
+    response = await client.get(f"/v1/streams/{stream_id}/ws")
+    assert await error_of(response) == (400, "websocket_required")
+
+
 async def test_websocket_after_the_end_closes_normally(client: EdgeClient) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id)

@@ -177,6 +177,9 @@ async def stream_websocket(request: web.Request) -> web.StreamResponse:
     stream_id = stream_id_of(request)
     tenant = principal.tenant_for(stream_id, "read")
     position = resume_position(request, header=False)
+    if not web.WebSocketResponse().can_prepare(request).ok:  # before any Redis work
+        raise MalformedRequest("websocket_required",
+                               "this URL needs a WebSocket handshake (Upgrade: websocket)")
     try:
         follower: Follower | None = await _follower(request, stream_id, position, tenant=tenant)
     except StreamComplete:
