@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint browser bench chaos clean
+.PHONY: run test lint browser bench chaos openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required"; exit 1; }
@@ -46,6 +46,11 @@ bench: $(STAMP)
 ## violation. make test runs the fast scenarios. CHAOS_ARGS=--only NAME ...
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
+## Rewrite the generated body schemas of services/tokenwire/edge/static/openapi.json
+## from the pydantic models (after changing one; a test fails until you do).
+openapi: $(STAMP)
+	$(BIN)/python -m tokenwire.edge.openapi
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,6 +8,7 @@ from tokenwire.edge import handlers, health
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.admin import setup_admin_routes
 from tokenwire.edge.cors import setup_cors
+from tokenwire.edge.openapi import setup_openapi
 from tokenwire.edge.pages import setup_pages
 
 
@@ -29,4 +30,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
+    setup_openapi(app, settings)
     setup_cors(app, settings, browser_api)
