@@ -485,6 +485,14 @@ async def test_unknown_things_get_json_errors(idle_client: EdgeClient, method: s
     assert await error_of(response) == (status, code)
 
 
+async def test_a_method_not_allowed_says_which_are(idle_client: EdgeClient) -> None:
+    # Found by the OpenAPI fuzz test: the JSON error dropped aiohttp's Allow
+    # header, which RFC 9110 requires on a 405.
+    response = await idle_client.request("TRACE", "/v1/streams/AAAAAAAAAAAAAAAAAAAAAA")
+    assert await error_of(response) == (405, "method_not_allowed")
+    assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
+
+
 @pytest.mark.parametrize("cursor", ["garbage", "abc.-1", "a.b.c", "x" * 40 + ".1"])
 async def test_malformed_cursors_are_400(idle_client: EdgeClient, cursor: str) -> None:
     stream_id = await create(idle_client)
