@@ -157,6 +157,17 @@ async def test_an_empty_last_event_id_header_leaves_the_query_in_charge(client: 
     assert await error_of(response) == (400, "bad_cursor")
 
 
+async def test_a_malformed_query_cursor_is_400_even_where_the_header_wins(
+        client: EdgeClient) -> None:
+    # Found by the OpenAPI fuzz test: the query was not even parsed.
+    stream_id = await create(client)
+    first = await read_events(client, stream_id, limit=3)
+    response = await client.get(f"/v1/streams/{stream_id}/events",
+                                headers={"Last-Event-ID": first[-1].id},
+                                params={"last_event_id": "not a cursor"})
+    assert await error_of(response) == (400, "bad_cursor")
+
+
 async def test_many_drops_still_assemble_the_exact_text(client: EdgeClient) -> None:
     stream_id = await create(client, {"prompt": "drop me often"})
     transcript = Transcript()

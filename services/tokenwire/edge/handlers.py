@@ -49,11 +49,11 @@ def stream_id_of(request: web.Request) -> str:
 
 def resume_position(request: web.Request, *, header: bool) -> Cursor | None:
     """The header wins over the query parameter (EventSource sends the header);
-    an empty header is no header (else it would hide a malformed query)."""
-    raw = request.headers.get("Last-Event-ID") if header else None
-    if not raw:
-        raw = request.query.get("last_event_id")
-    return Cursor.parse_optional(raw)
+    an empty header is no header. A malformed cursor in either is a 400, even
+    where the other one wins."""
+    from_query = Cursor.parse_optional(request.query.get("last_event_id"))
+    from_header = Cursor.parse_optional(request.headers.get("Last-Event-ID")) if header else None
+    return from_header or from_query
 
 
 def invalid(code: str, message: str, exc: ValidationError) -> InvalidValue:
