@@ -233,6 +233,7 @@ async def test_admin_api_issues_lists_and_revokes_keys(edge: EdgeClient, redis: 
     (ADMIN, {"tenant": "acme", "max_running": 0}, 422, "invalid_key_spec"),
     (ADMIN, {"tenant": "acme", "models": []}, 422, "invalid_key_spec"),
     (ADMIN, {"tenant": "acme", "surprise": 1}, 422, "invalid_key_spec"),
+    (ADMIN, {"tenant": "acme", "max_running": "2"}, 422, "invalid_key_spec"),  # no coercion
 ])
 async def test_admin_api_refusals_change_nothing(
     edge: EdgeClient, redis: Redis, headers: dict[str, str], body: dict[str, Any], status: int,

@@ -446,6 +446,11 @@ async def error_of(response: Any) -> tuple[int, str]:
     ({"json": {"prompt": "x", "temperature": 9}}, 422, "invalid_job"),
     ({"json": {"prompt": "x", "max_tokens": 10**9}}, 422, "invalid_job"),
     ({"json": {"prompt": "\ud800"}}, 422, "invalid_job"),
+    # What the OpenAPI document says is not an integer or a number is not one:
+    # no coercion from strings or booleans.
+    ({"json": {"prompt": "x", "max_tokens": "5"}}, 422, "invalid_job"),
+    ({"json": {"prompt": "x", "max_tokens": True}}, 422, "invalid_job"),
+    ({"json": {"prompt": "x", "temperature": "1"}}, 422, "invalid_job"),
     ({"json": {"prompt": "x" * 300_000}}, 413, "too_large"),
     ({"json": {"prompt": "x"}, "headers": {"Idempotency-Key": "bad key"}}, 400,
      "bad_idempotency_key"),

@@ -105,6 +105,8 @@ def test_every_operation_is_named_and_says_who_may_call_it() -> None:
     ({"prompt": "a", "max_tokens": 16_384, "token_ttl_seconds": 86_400}, True),
     ({"prompt": "a", "token_scopes": ["read", "cancel"]}, True),
     ({"prompt": "a", "metadata": {"k": [1]}}, False),
+    ({"prompt": "a", "max_tokens": "5"}, False),
+    ({"prompt": "a", "temperature": True}, False),
 ])
 def test_the_job_schema_and_the_model_agree(body: dict[str, Any], valid: bool) -> None:
     schemas = model_schemas(DEFAULTS)
@@ -112,7 +114,7 @@ def test_the_job_schema_and_the_model_agree(body: dict[str, Any], valid: bool) -
         {"components": {"schemas": schemas}, **schemas["JobRequest"]})
     assert validator.is_valid(body) == valid
     try:
-        JobRequest.model_validate(body)
+        JobRequest.model_validate(body, strict=True)  # as the edge validates bodies
     except ValidationError:
         assert not valid
     else:

@@ -25,7 +25,7 @@ async def create_key(request: web.Request) -> web.Response:
     request.app[appkeys.AUTH].check_admin(request)
     body = await read_json_object(request, request.app[appkeys.SETTINGS])
     try:
-        spec = KeySpec.model_validate(body)
+        spec = KeySpec.model_validate(body, strict=True)  # as handlers.read_job
     except ValidationError as exc:
         raise invalid("invalid_key_spec", "the key has invalid values", exc) from exc
     record, key = await request.app[appkeys.KEY_STORE].create(spec)

@@ -67,7 +67,10 @@ async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest
     """Parse and validate a job body; returns it and its fingerprint."""
     body = await read_json_object(request, settings)
     try:
-        job_request = JobRequest.model_validate(body)
+        # Strict: no "5" for an integer, no true for 1 — what the OpenAPI
+        # document says a value is, it must be (the model itself stays lax
+        # for code that builds it).
+        job_request = JobRequest.model_validate(body, strict=True)
         canonical = dumps(job_request.model_dump(mode="json")).encode()
     except ValidationError as exc:
         raise invalid("invalid_job", "the job has invalid values", exc) from exc
