@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from tokenwire.settings import BufferMode
 
 MetadataValue = str | int | float | bool | None
+
+
+def json_integer(value: Any) -> Any:
+    """``5.0`` → ``5``, for a ``mode="before"`` field validator: JSON Schema's
+    ``integer`` includes it, and the edge validates bodies strictly (no ``"5"``,
+    no ``true``), where pydantic would refuse it. (A validator on the field, not
+    on an ``Annotated`` type, so that the generated schema keeps its bounds.)"""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200,
                                              pattern=r"^[\x21-\x7e]+$")]
 #: What a stream token may allow: follow the stream, or cancel it too.
@@ -57,6 +72,9 @@ class JobRequest(BaseModel):
     token_ttl_seconds: int | None = Field(None, ge=60)
     token_scopes: list[TokenScope] = Field(default_factory=_read_only, min_length=1,
                                            max_length=2)
+
+    _json_integers = field_validator("max_tokens", "token_ttl_seconds", mode="before")(
+        json_integer)
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> JobRequest:

@@ -106,6 +106,8 @@ def test_every_operation_is_named_and_says_who_may_call_it() -> None:
     ({"prompt": "a", "token_scopes": ["read", "cancel"]}, True),
     ({"prompt": "a", "metadata": {"k": [1]}}, False),
     ({"prompt": "a", "max_tokens": "5"}, False),
+    ({"prompt": "a", "max_tokens": 5.0, "token_ttl_seconds": 60.0}, True),  # JSON integers
+    ({"prompt": "a", "max_tokens": 5.5}, False),
     ({"prompt": "a", "temperature": True}, False),
 ])
 def test_the_job_schema_and_the_model_agree(body: dict[str, Any], valid: bool) -> None:
@@ -123,3 +125,7 @@ def test_the_job_schema_and_the_model_agree(body: dict[str, Any], valid: bool) -
 
 def test_the_key_spec_schema_is_the_models() -> None:
     assert model_schemas(DEFAULTS)["KeySpec"]["properties"].keys() == KeySpec.model_fields.keys()
+    # JSON integers, as the edge validates them (strictly)
+    assert KeySpec.model_validate({"tenant": "a", "max_running": 3.0}, strict=True).max_running == 3
+    with pytest.raises(ValidationError):
+        KeySpec.model_validate({"tenant": "a", "max_running": "3"}, strict=True)
