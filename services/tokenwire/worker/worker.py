@@ -92,6 +92,7 @@ class Worker:
     def stop(self) -> None:
         """Stop taking jobs (signal handlers call this)."""
         self._stopping.set()
+        self._slot_freed.set()  # the intake loop may be waiting for a free slot
 
     async def shutdown(self) -> None:
         self._stopping.set()
