@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     idle_resync_seconds: float = Field(30.0, gt=0, description="re-check Redis when quiet")
     edge_redis_outage_seconds: float = Field(
         30.0, ge=0, description="hold open streams (pinging) this long while Redis is down")
+    edge_rebuild_grace_seconds: float = Field(
+        15.0, ge=0, description="after Redis came back or restarted, a missing stream record "
+                                "is answered as transient (being rebuilt) this long")
     watch_touch_seconds: float = Field(
         2.0, gt=0, description="how often an edge reports streams it is delivering")
 

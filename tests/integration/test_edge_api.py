@@ -87,22 +87,37 @@ async def test_create_then_stream_delivers_the_exact_text(client: EdgeClient) ->
     assert {"duration_ms", "tokens_per_second", "usage"} <= done.keys()
 
 
-async def test_sse_wire_format(client: EdgeClient) -> None:
-    stream_id = await create(client)
-    response = await client.get(f"/v1/streams/{stream_id}/events")
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    assert response.headers["Cache-Control"] == "no-cache"
-    assert response.headers["X-Accel-Buffering"] == "no"
-    head = await response.content.readuntil(b"\r\n\r\n")
-    retry = int(head.decode().removeprefix("retry: ").strip())
-    assert 1000 <= retry <= 3000  # 2000 ms ± 50 %
-    first = (await response.content.readuntil(b"\r\n\r\n")).decode()
-    lines = first.split("\r\n")
-    assert lines[0].startswith("id: ") and lines[0].endswith(".1")
-    assert lines[1] == "event: start"
-    assert lines[2].startswith("data: {") and json.loads(lines[2][6:])["stream_id"] == stream_id
-    assert lines[3:] == ["", ""]
-    response.close()
+async def test_sse_wire_format(redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+                               ) -> None:
+    """The exact bytes: ``retry:`` inside the first event's block, heartbeats as
+    comment lines with no blank line after them, and no block without data."""
+    settings = make_settings(redis_url, simulated_tokens_per_second=100.0,
+                             default_buffer="none", sse_ping_seconds=0.02)
+    async with running_worker(redis, settings):
+        client = await aiohttp_client(create_app(settings))
+        stream_id = await create(client)
+        response = await client.get(f"/v1/streams/{stream_id}/events")
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert response.headers["Cache-Control"] == "no-cache"
+        assert response.headers["X-Accel-Buffering"] == "no"
+        body = (await response.read()).decode()
+    assert body.endswith("\r\n\r\n")
+    blocks = [block.split("\r\n") for block in body.removesuffix("\r\n\r\n").split("\r\n\r\n")]
+    pings = 0
+    for index, lines in enumerate(blocks):
+        while lines[0] == ": ping":  # a heartbeat: one comment line, then the next block
+            pings += 1
+            lines.pop(0)
+        if index == 0:
+            retry = int(lines.pop(0).removeprefix("retry: "))
+            assert 1000 <= retry <= 3000  # 2000 ms ± 50 %
+        assert [line.split(": ", 1)[0] for line in lines] == ["id", "event", "data"], lines
+        assert lines[0].removeprefix("id: ").endswith(f".{index + 1}")
+        json.loads(lines[2].removeprefix("data: "))
+    assert pings > 0, "no heartbeat in a stream that lasts > 1 s"
+    assert blocks[0][1:] == ["event: start", blocks[0][2]]
+    assert json.loads(blocks[0][2].removeprefix("data: "))["stream_id"] == stream_id
+    assert blocks[-1][1] == "event: done"
 
 
 async def test_start_data_names_model_epoch_and_attempt(client: EdgeClient) -> None:

@@ -13,6 +13,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: Settings every Tokenwire process a test starts gets, before its own: the one
+#: place to add what all of them need (in-process edges: ``conftest.make_settings``).
+SERVICE_ENV: dict[str, str] = {
+    "TOKENWIRE_LOG_LEVEL": "INFO",
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -50,7 +56,10 @@ class Process:
 
 
 def tokenwire(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Process:
-    return Process(name, [sys.executable, "-m", "tokenwire", *command], env, log_dir)
+    """A ``tokenwire`` command (``edge``, ``worker``, ``dev``) with ``SERVICE_ENV``
+    under ``env``."""
+    return Process(name, [sys.executable, "-m", "tokenwire", *command],
+                   {**SERVICE_ENV, **env}, log_dir)
 
 
 async def wait_ready(url: str, process: Process, max_seconds: float = 20) -> None:

@@ -180,7 +180,14 @@ async def _follower(
     request: web.Request, stream_id: str, position: Cursor | None, want_snapshot: bool = False
 ) -> Follower:
     app = request.app
+    settings = app[appkeys.SETTINGS]
+    watch = app[appkeys.REDIS_WATCH]
+
+    async def redis_came_back() -> bool:
+        return await watch.came_back_within(settings.edge_rebuild_grace_seconds)
+
     return await Follower.open(
         app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
-        idle_resync=app[appkeys.SETTINGS].idle_resync_seconds, want_snapshot=want_snapshot,
+        idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
+        redis_came_back=redis_came_back,
     )

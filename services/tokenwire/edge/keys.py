@@ -9,7 +9,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from tokenwire.edge.hub import Hub
+from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
+from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
@@ -20,6 +22,9 @@ STORE = web.AppKey("store", StreamStore)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", EdgeMetrics)
 VIEWERS = web.AppKey("viewers", ViewerReporter)
+REDIS_WATCH = web.AppKey("redis_watch", RedisWatch)
+HEARTBEAT = web.AppKey("heartbeat", Heartbeat)  # SSE responses
+WS_HEARTBEAT = web.AppKey("ws_heartbeat", Heartbeat)
 
 
 class Lifecycle:
