@@ -50,8 +50,6 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(64, ge=1)
     worker_claim_timeout_ms: int = Field(30_000, ge=100, description="idle time before reclaim")
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
-    worker_write_retry_seconds: float = Field(
-        30.0, ge=0, description="keep retrying a failed Redis write this long, then give up")
     consumer_name: str = Field(default_factory=_default_consumer_name)
 
     # Failure handling
