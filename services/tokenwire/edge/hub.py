@@ -130,7 +130,10 @@ class Hub:
         self._unconfirmed: dict[str, int] = {}
         # Subscribers waiting for a stream's subscription to be confirmed.
         self._confirmations: dict[str, asyncio.Future[None]] = {}
-        self._connected = asyncio.Event()
+        self._connected = asyncio.Event()  # once connected, for good
+        # False from a lost pub/sub connection until it reconnects: new
+        # subscribers fail at once (a transient error) instead of waiting.
+        self._healthy = False
         self._has_channels = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Loops check this as well as being cancelled: on Python 3.11 a cancel
@@ -155,7 +158,8 @@ class Hub:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        """Connected, and the pub/sub connection is up now."""
+        return self._healthy
 
     def start(self) -> None:
         """Start the listener (which connects, retrying while Redis is down) and
@@ -181,8 +185,8 @@ class Hub:
         confirmed it) when this yields, so a read of the stream made afterwards
         cannot miss an event published in between. Raises a transport error
         when Redis does not confirm in time."""
-        if not self._connected.is_set():
-            raise RedisConnectionError("the hub has no pub/sub connection yet")
+        if not self._healthy:
+            raise RedisConnectionError("the hub's pub/sub connection is down")
         subscription = Subscription(stream_id, self._queue_size)
         local = self._subscribers.get(stream_id)
         if local is None:
@@ -279,14 +283,7 @@ class Hub:
     # --- the listener -------------------------------------------------------------
 
     async def _listen(self) -> None:
-        while not self._connected.is_set() and not self._closing:
-            try:
-                await self._pubsub.connect()  # type: ignore[no-untyped-call]
-            except TRANSPORT_ERRORS as exc:
-                log.warning("hub cannot reach Redis yet: %s", exc)
-                await asyncio.sleep(random.uniform(0.5, 1.5))
-                continue
-            self._connected.set()
+        await self._reconnect()
         while not self._closing:
             await self._has_channels.wait()
             try:
@@ -294,11 +291,33 @@ class Hub:
                 message = await self._pubsub.get_message(timeout=None)
             except TRANSPORT_ERRORS as exc:
                 log.warning("hub lost its pub/sub connection: %s", exc)
+                self._healthy = False
                 self._lag_everyone()
-                await asyncio.sleep(0.5)
+                if self._pubsub.connection is not None:  # connect() anew, not "still up"
+                    await self._pubsub.connection.disconnect()
+                await self._reconnect()
                 continue
             if message is not None and not self._closing:
                 self._dispatch(message)
+
+    async def _reconnect(self) -> None:
+        """(Re)connect the pub/sub connection, retrying while Redis is down;
+        redis-py resubscribes its channels on connect."""
+        failures = 0
+        while not self._closing:
+            try:
+                await self._pubsub.connect()  # type: ignore[no-untyped-call]
+            except TRANSPORT_ERRORS as exc:
+                if failures == 0:
+                    log.warning("hub cannot reach Redis: %s", exc)
+                failures += 1
+                await asyncio.sleep(random.uniform(0.25, 0.75))
+                continue
+            if failures:
+                log.info("hub reconnected")
+            self._healthy = True
+            self._connected.set()
+            return
 
     def _dispatch(self, message: dict[str, object]) -> None:
         kind = message["type"]
