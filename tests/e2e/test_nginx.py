@@ -54,8 +54,9 @@ async def test_clients_through_nginx_survive_a_drain_and_a_kill(tmp_path: Path) 
     edges: list[Process | None] = [None, None]
 
     async def start_edge(index: int, name: str) -> None:
-        edges[index] = tokenwire(name, ["edge", "--port", str(edge_ports[index])], env, tmp_path)
-        await wait_ready(f"http://127.0.0.1:{edge_ports[index]}/readyz", edges[index])
+        edge = tokenwire(name, ["edge", "--port", str(edge_ports[index])], env, tmp_path)
+        edges[index] = edge
+        await wait_ready(f"http://127.0.0.1:{edge_ports[index]}/readyz", edge)
 
     worker = tokenwire("worker", ["worker"], env, tmp_path)
     nginx = start_nginx(tmp_path / "nginx", edge_ports, nginx_port)
