@@ -26,6 +26,15 @@ def valkey_server() -> Iterator[ValkeyServer]:
     server.stop()
 
 
+@pytest.fixture
+def fresh_valkey() -> Iterator[ValkeyServer]:
+    """A Valkey of the test's own, for tests that run real processes against it."""
+    server = ValkeyServer(host="127.0.0.1")
+    server.start()
+    yield server
+    server.stop()
+
+
 def make_settings(redis_url: str, **overrides: object) -> Settings:
     values: dict[str, Any] = {
         "redis_url": redis_url,

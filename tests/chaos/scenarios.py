@@ -258,58 +258,51 @@ async def redis_loses_its_last_writes(run: Run) -> None:
     run.require(any(v.resets for v in verdicts), "no client saw the loss (no reset)")
 
 
-async def redis_unreachable(run: Run, seconds: float) -> None:
-    streams = [await run.create(run.prompt("#delay=40")) for _ in range(3)]
-    for stream_id in streams:
-        run.watch(stream_id, 2, deadline=seconds + 60)
-    await run.cluster.owner(streams[0], min_seq=5)
-    run.cluster.valkey.signal(signal.SIGSTOP)
-    run.fault(f"Valkey frozen (SIGSTOP) for {seconds:.0f} s")
-    await asyncio.sleep(seconds)
-    run.cluster.valkey.signal(signal.SIGCONT)
-    await run.finish(max_resets=1)
-    after = await run.create(run.prompt())
-    run.watch(after, 1)
-    await run.finish(max_resets=0)
-
-
-async def redis_unreachable_5s(run: Run) -> None:
-    await redis_unreachable(run, 5)
-
-
-async def redis_unreachable_60s(run: Run) -> None:
-    await redis_unreachable(run, 60)
-
-
-async def redis_down_then_back_empty(run: Run, seconds: float) -> None:
-    """Valkey killed, down longer than the edge holds a stream (and, at 40 s,
-    longer than a worker used to keep an attempt), restarted empty. Every job a
-    worker held is rebuilt from it: one reset, the whole answer. Half the
-    clients are httpx-sse, which sees only what the edge sends (200 + a
-    reconnect notice while Redis is down, never a status to give up on)."""
+async def redis_away(run: Run, seconds: float, *, back_empty: bool = False) -> None:
+    """Valkey frozen (SIGSTOP: unreachable, then back with its data), or killed
+    and restarted empty. Half the clients are httpx-sse, which sees only what
+    the edge sends: held, then 200 + a reconnect notice while Redis is away
+    (never a status to give up on). Back empty, every job a worker held is
+    rebuilt from it: one reset, the whole answer."""
     streams = [await run.create(run.prompt("#delay=40")) for _ in range(3)]
     for stream_id in streams:
         run.watch(stream_id, 1, deadline=seconds + 60)
         run.watch_with_httpx_sse(stream_id, 1, deadline=seconds + 60)
     await run.cluster.owner(streams[0], min_seq=5)
-    run.cluster.valkey.kill()
-    run.fault(f"kill -9 Valkey, down {seconds:.0f} s, restarted empty")
+    if back_empty:
+        run.cluster.valkey.kill()
+        run.fault(f"kill -9 Valkey, down {seconds:.0f} s, restarted empty")
+    else:
+        run.cluster.valkey.signal(signal.SIGSTOP)
+        run.fault(f"Valkey frozen (SIGSTOP) for {seconds:.0f} s")
     await asyncio.sleep(seconds)
-    run.cluster.valkey.start(empty=True)
-    await run.cluster.valkey.wait_ready()
+    if back_empty:
+        run.cluster.valkey.start(empty=True)
+        await run.cluster.valkey.wait_ready()
+    else:
+        run.cluster.valkey.signal(signal.SIGCONT)
     verdicts = await run.finish(max_resets=1)
-    run.require(all(v.resets == 1 for v in verdicts), "a rebuilt stream came without reset")
-    after = await run.create(run.prompt())  # the consumer group was recreated
+    if back_empty:
+        run.require(all(v.resets == 1 for v in verdicts), "a rebuilt stream came without reset")
+    after = await run.create(run.prompt())  # back empty: the consumer group was recreated
     run.watch_with_httpx_sse(after, 1)
     await run.finish(max_resets=0)
 
 
+async def redis_unreachable_5s(run: Run) -> None:
+    await redis_away(run, 5)
+
+
+async def redis_unreachable_60s(run: Run) -> None:
+    await redis_away(run, 60)
+
+
 async def redis_down_past_the_hold(run: Run) -> None:
-    await redis_down_then_back_empty(run, 4)
+    await redis_away(run, 4, back_empty=True)
 
 
 async def redis_down_40s(run: Run) -> None:
-    await redis_down_then_back_empty(run, 40)
+    await redis_away(run, 40, back_empty=True)
 
 
 async def redis_out_of_memory(run: Run) -> None:

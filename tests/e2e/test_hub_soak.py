@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -29,14 +28,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 STREAMS = 6
 CLIENTS_PER_ROUND = 120
 ROUNDS = 6
-
-
-@pytest.fixture
-def valkey() -> Iterator[ValkeyServer]:
-    server = ValkeyServer(host="127.0.0.1")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def hub_gauges(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
@@ -95,9 +86,9 @@ async def settled(session: aiohttp.ClientSession, base: str, redis: Redis) -> di
 
 
 async def test_subscriptions_and_memory_return_to_baseline_after_cancellation_storms(
-    valkey: ValkeyServer, tmp_path: Path
+    fresh_valkey: ValkeyServer, tmp_path: Path
 ) -> None:
-    env = {"TOKENWIRE_REDIS_URL": valkey.connection_url + "/0",
+    env = {"TOKENWIRE_REDIS_URL": fresh_valkey.connection_url + "/0",
            "TOKENWIRE_PROVIDER": "simulated", "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "5000",
            "TOKENWIRE_SIMULATED_FIRST_TOKEN_DELAY_MS": "0", "TOKENWIRE_DEFAULT_BUFFER": "none",
            "TOKENWIRE_LOG_LEVEL": "WARNING"}
@@ -105,7 +96,7 @@ async def test_subscriptions_and_memory_return_to_baseline_after_cancellation_st
     base = f"http://127.0.0.1:{port}"
     processes: list[Process] = [tokenwire("worker", ["worker"], env, tmp_path),
                                 tokenwire("edge", ["edge", "--port", str(port)], env, tmp_path)]
-    redis = Redis.from_url(valkey.connection_url + "/0", decode_responses=True)
+    redis = Redis.from_url(fresh_valkey.connection_url + "/0", decode_responses=True)
     try:
         await wait_ready(f"{base}/readyz", processes[1])
         edge = psutil.Process(processes[1].pid)

@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -20,14 +19,6 @@ from tests.support.waiting import eventually
 from tokenwire import keys
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def valkey() -> Iterator[ValkeyServer]:
-    server = ValkeyServer(host="127.0.0.1")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("command", ["edge", "dev"])
@@ -83,11 +74,12 @@ async def test_an_edge_started_while_redis_is_down_becomes_ready_by_itself(
 
 
 async def test_every_request_gets_one_access_log_line_with_tokens_redacted(
-    valkey: ValkeyServer, tmp_path: Path
+    fresh_valkey: ValkeyServer, tmp_path: Path
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {"TOKENWIRE_REDIS_URL": valkey.connection_url + "/0", "TOKENWIRE_LOG_FORMAT": "json"}
+    env = {"TOKENWIRE_REDIS_URL": fresh_valkey.connection_url + "/0",
+           "TOKENWIRE_LOG_FORMAT": "json"}
     edge = tokenwire("edge", ["edge", "--port", str(port)], env, tmp_path)
     try:
         await wait_ready(f"{base}/readyz", edge)
@@ -111,11 +103,11 @@ async def test_every_request_gets_one_access_log_line_with_tokens_redacted(
 
 
 async def test_a_worker_with_every_slot_busy_stops_within_its_grace_period(
-    valkey: ValkeyServer, tmp_path: Path
+    fresh_valkey: ValkeyServer, tmp_path: Path
 ) -> None:
     """SIGTERM: intake stops at once, running generations get the grace period
     (1 s here), then are released to other workers at once."""
-    url = valkey.connection_url + "/0"
+    url = fresh_valkey.connection_url + "/0"
     env = {"TOKENWIRE_REDIS_URL": url, "TOKENWIRE_PROVIDER": "simulated",
            "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "4",  # 30 s a job
            "TOKENWIRE_WORKER_CONCURRENCY": "2", "TOKENWIRE_WORKER_SHUTDOWN_GRACE_SECONDS": "1",
