@@ -24,6 +24,7 @@ from tests.integration.edge_support import (
 from tests.support.streams import begin_attempt
 from tokenwire import keys
 from tokenwire.client import ClientEvent, Transcript, parse_sse
+from tokenwire.edge import keys as appkeys
 from tokenwire.edge.app import create_app
 from tokenwire.events import dumps
 from tokenwire.settings import Settings
@@ -510,3 +511,59 @@ async def test_demo_page_is_served(client: EdgeClient) -> None:
     assert response.status == 200
     page = await response.text()
     assert "EventSource" in page and "/v1/streams" in page
+
+
+# --- transient answers: 200 + retry: for event streams, the status for JSON -------------
+
+
+def reconnect_notice(body: str) -> tuple[int, dict[str, Any]]:
+    """(retry ms, data) of a response that holds only a reconnect notice."""
+    lines = body.split("\r\n")
+    assert lines[1:3] == ["event: reconnect", lines[2]] and lines[3:] == ["", ""], body
+    assert not any(line.startswith("id:") for line in lines)
+    return int(lines[0].removeprefix("retry: ")), json.loads(lines[2].removeprefix("data: "))
+
+
+async def test_a_draining_edge_asks_event_streams_to_come_back(idle_client: EdgeClient) -> None:
+    stream_id = await create(idle_client)
+    idle_client.app[appkeys.LIFECYCLE].draining = True
+    events = await idle_client.get(f"/v1/streams/{stream_id}/events")
+    assert events.status == 200 and events.content_type == "text/event-stream"
+    retry_ms, data = reconnect_notice(await events.text())
+    assert data["reason"] == "draining" and 1000 <= retry_ms <= 1500  # Retry-After: 1
+    one_request = await idle_client.post("/v1/streams", json={"prompt": "x"},
+                                         headers={"Accept": "text/event-stream"})
+    assert one_request.status == 200
+    assert reconnect_notice(await one_request.text())[1]["reason"] == "draining"
+    as_json = await idle_client.post("/v1/streams", json={"prompt": "x"})
+    assert await error_of(as_json) == (503, "draining")
+    assert as_json.headers["Retry-After"] == "1"
+    socket = await idle_client.get(f"/v1/streams/{stream_id}/ws")
+    assert await error_of(socket) == (503, "draining")  # no browser reconnects a WebSocket
+
+
+async def test_a_full_queue_asks_an_event_stream_request_to_come_back(
+    redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=1)))
+    await create(client)
+    response = await client.post("/v1/streams", json={"prompt": "one too many"},
+                                 headers={"Accept": "text/event-stream"})
+    assert response.status == 200
+    retry_ms, data = reconnect_notice(await response.text())
+    assert data["reason"] == "queue_full" and 2000 <= retry_ms <= 3000  # Retry-After: 2
+
+
+async def test_a_cursor_on_an_unknown_stream_is_answered_at_once(
+    idle_client: EdgeClient, redis: Redis
+) -> None:
+    """410 without polling Redis for the record (one HGETALL a request)."""
+    def hgetall_calls(stats: dict[str, Any]) -> int:
+        return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+
+    before = hgetall_calls(await redis.info("commandstats"))
+    for _ in range(10):
+        response = await idle_client.get("/v1/streams/" + keys.new_stream_id() + "/events",
+                                         headers={"Last-Event-ID": "ab12.3"})
+        assert await error_of(response) == (410, "gone")
+    assert hgetall_calls(await redis.info("commandstats")) - before == 10

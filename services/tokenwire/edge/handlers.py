@@ -101,11 +101,16 @@ def urls_of(request: web.Request, stream_id: str) -> dict[str, str]:
 # --- handlers ------------------------------------------------------------------------
 
 
+def refuse_while_draining(app: web.Application) -> None:
+    """A draining edge takes nothing new: the client goes to another edge."""
+    if app[appkeys.LIFECYCLE].draining:
+        raise Unavailable("draining", "this edge is shutting down", retry_after=1)
+
+
 async def create_stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[appkeys.SETTINGS]
-    if app[appkeys.LIFECYCLE].draining:
-        raise Unavailable("draining", "this edge is shutting down", retry_after=1)
+    refuse_while_draining(app)
     job_request, fingerprint = await read_job(request, settings)
     idempotency_key = idempotency_key_of(request)
     job = Job(
@@ -180,6 +185,7 @@ async def _follower(
     request: web.Request, stream_id: str, position: Cursor | None, want_snapshot: bool = False
 ) -> Follower:
     app = request.app
+    refuse_while_draining(app)
     settings = app[appkeys.SETTINGS]
     watch = app[appkeys.REDIS_WATCH]
 
