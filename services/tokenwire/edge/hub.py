@@ -19,14 +19,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tokenwire import keys
+from tokenwire.edge.subscription import Subscription
 from tokenwire.events import Event
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.supervision import start_supervised
@@ -35,72 +35,6 @@ log = logging.getLogger(__name__)
 
 #: How long a new subscriber waits for Redis to confirm its subscription.
 CONFIRM_TIMEOUT = 10.0
-
-
-class Subscription:
-    """A local subscriber's view of one stream's live events.
-
-    ``direct``, while set, is offered each event before it is queued: the
-    hot path, where a reader parked on ``get`` takes an in-order event
-    synchronously (no task switch). It returns False for anything it does not
-    take (out of order, no room), which is then queued as usual.
-
-    The backlog and the waiter are made only when needed: an idle edge holds
-    thousands of subscriptions, and an ``asyncio.Queue`` costs four deques
-    (~3 KiB) each."""
-
-    __slots__ = ("_backlog", "_maxsize", "_waiter", "direct", "lagged", "stream_id")
-
-    def __init__(self, stream_id: str, maxsize: int) -> None:
-        self.stream_id = stream_id
-        # None in the backlog means "lagged: re-read Redis".
-        self._backlog: deque[Event | None] | None = None
-        self._maxsize = maxsize
-        self._waiter: asyncio.Future[None] | None = None
-        self.lagged = False
-        self.direct: Callable[[Event], bool] | None = None
-
-    def deliver(self, event: Event) -> None:
-        if self.lagged:
-            return
-        if self.direct is not None and not self._backlog and self.direct(event):
-            return
-        if self._backlog is not None and len(self._backlog) >= self._maxsize:
-            self.mark_lagged()
-            return
-        self._push(event)
-
-    def mark_lagged(self) -> None:
-        """Drop what is queued; the reader will catch up from the stream."""
-        self._backlog = None
-        self.lagged = True
-        self._push(None)
-
-    def recover(self) -> None:
-        """Called by the reader right before it re-reads Redis: live delivery resumes."""
-        self._backlog = None
-        self.lagged = False
-
-    async def get(self, quiet_after: float) -> Event | None:
-        """The next live event; None when lagged or quiet for ``quiet_after`` seconds."""
-        if not self._backlog:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(quiet_after):
-                    await self._waiter
-            except TimeoutError:
-                return None
-            finally:
-                self._waiter = None
-        assert self._backlog  # only _push wakes the waiter
-        return self._backlog.popleft()
-
-    def _push(self, item: Event | None) -> None:
-        if self._backlog is None:
-            self._backlog = deque()
-        self._backlog.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 class Hub:
@@ -221,6 +155,7 @@ class Hub:
     # --- the commander: Redis follows the local subscribers ----------------------
 
     async def _command(self) -> None:
+        failing = False
         while not self._closing:
             await self._changed.wait()
             self._changed.clear()
@@ -233,8 +168,11 @@ class Hub:
             try:
                 await self._unsubscribe(drop)
                 await self._subscribe(add)
+                failing = False
             except TRANSPORT_ERRORS as exc:
-                log.warning("hub (un)subscribe failed, will retry: %s", exc)
+                if not failing:  # once per outage, not every half second
+                    log.warning("hub (un)subscribe failed, will retry: %s", exc)
+                failing = True
                 self._dirty |= dirty
                 self._changed.set()
                 await asyncio.sleep(0.5)
