@@ -567,3 +567,16 @@ async def test_a_cursor_on_an_unknown_stream_is_answered_at_once(
                                          headers={"Last-Event-ID": "ab12.3"})
         assert await error_of(response) == (410, "gone")
     assert hgetall_calls(await redis.info("commandstats")) - before == 10
+
+
+async def test_websockets_are_pinged_by_the_edge(redis: Redis, redis_url: str,
+                                                 aiohttp_client: ClientFactory) -> None:
+    """One ticker pings every WebSocket (aiohttp's per-socket heartbeat is off)."""
+    client = await aiohttp_client(create_app(make_settings(redis_url, ws_heartbeat_seconds=0.05)))
+    stream_id = await create(client)  # no worker: the stream stays queued, the socket idle
+    ws = await client.ws_connect(f"/v1/streams/{stream_id}/ws", autoping=False)
+    try:
+        message = await asyncio.wait_for(ws.receive(), 5)
+    finally:
+        await ws.close()
+    assert message.type == WSMsgType.PING
