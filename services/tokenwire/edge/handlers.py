@@ -99,6 +99,12 @@ def urls_of(stream_id: str, token: str | None = None) -> dict[str, str]:
 # --- handlers ------------------------------------------------------------------------
 
 
+def refuse_while_draining(app: web.Application) -> None:
+    """A draining edge takes nothing new: the client goes to another edge."""
+    if app[appkeys.LIFECYCLE].draining:
+        raise Unavailable("draining", "this edge is shutting down", retry_after=1)
+
+
 async def create_stream(request: web.Request) -> web.StreamResponse:
     principal = await request.app[appkeys.AUTH].api_key(request)
     return await create_stream_as(request, principal)
@@ -119,8 +125,7 @@ async def create_demo_stream(request: web.Request) -> web.StreamResponse:
 async def create_stream_as(request: web.Request, principal: Principal) -> web.StreamResponse:
     app = request.app
     settings = app[appkeys.SETTINGS]
-    if app[appkeys.LIFECYCLE].draining:
-        raise Unavailable("draining", "this edge is shutting down", retry_after=1)
+    refuse_while_draining(app)
     job_request, fingerprint = await read_job(request, settings)
     idempotency_key = idempotency_key_of(request)
     model = job_request.model or settings.default_model_name
@@ -235,8 +240,15 @@ async def _follower(
     *, tenant: str | None,
 ) -> Follower:
     app = request.app
+    refuse_while_draining(app)
+    settings = app[appkeys.SETTINGS]
+    watch = app[appkeys.REDIS_WATCH]
+
+    async def redis_came_back() -> bool:
+        return await watch.came_back_within(settings.edge_rebuild_grace_seconds)
+
     return await Follower.open(
         app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
-        idle_resync=app[appkeys.SETTINGS].idle_resync_seconds, want_snapshot=want_snapshot,
-        tenant=tenant,
+        idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
+        tenant=tenant, redis_came_back=redis_came_back,
     )

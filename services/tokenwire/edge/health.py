@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from tokenwire.edge import keys as appkeys
-from tokenwire.redis_client import TRANSPORT_ERRORS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -13,12 +12,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[appkeys.LIFECYCLE].draining:
+    """Ready: not draining, Redis reachable now, and the hub's pub/sub
+    connection open (an edge started while Redis was down gets there by itself)."""
+    app = request.app
+    if app[appkeys.LIFECYCLE].draining:
         return web.json_response({"status": "draining"}, status=503)
-    try:
-        await request.app[appkeys.REDIS].ping()
-    except TRANSPORT_ERRORS:
+    if not await app[appkeys.REDIS_WATCH].check():
         return web.json_response({"status": "redis_unreachable"}, status=503)
+    if not app[appkeys.HUB].connected:
+        return web.json_response({"status": "starting"}, status=503)
     return web.json_response({"status": "ready"})
 
 

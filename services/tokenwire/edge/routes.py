@@ -21,7 +21,8 @@ def setup_routes(app: web.Application) -> None:
     browser_api = [
         app.router.add_post("/v1/streams", handlers.create_stream),
         app.router.add_get("/v1/streams/{stream_id}", handlers.stream_status),
-        app.router.add_get("/v1/streams/{stream_id}/events", handlers.stream_events),
+        app.router.add_get("/v1/streams/{stream_id}/events", handlers.stream_events,
+                           name="stream-events"),  # errors.SSE_ROUTES
         app.router.add_post("/v1/streams/{stream_id}/cancel", handlers.cancel_stream),
     ]
     app.router.add_get("/v1/streams/{stream_id}/ws", handlers.stream_websocket)

@@ -155,6 +155,11 @@ export class TokenwireStream extends EventTarget {
     const source = new EventSource(this.#resumeUrl(this.#eventsUrl).href);
     this.#source = source;
     source.onopen = () => this.#live();
+    // A `reconnect` notice (no id) says why this response is about to end;
+    // the browser then comes back by itself after its `retry:`.
+    source.addEventListener("reconnect", () => {
+      if (!this.#ended && source === this.#source) this.#setState("reconnecting");
+    });
     for (const type of DATA_EVENTS) {
       source.addEventListener(type, (event) => {
         if (!(event instanceof MessageEvent)) {  // a transport error, not our `error` event
@@ -258,9 +263,6 @@ export class TokenwireStream extends EventTarget {
    */
   #apply(type, id, data) {
     if (this.#ended) return;
-    if (type === "error" && data.code === "slow_consumer") {
-      return;  // a notice, not the end: the connection closes and resumes from our cursor
-    }
     if (id) this.lastEventId = id;
     if (type === "token") {
       this.#firstTokenAt ||= performance.now();
