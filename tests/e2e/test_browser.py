@@ -56,7 +56,7 @@ class Services:
 
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
-    valkey = ValkeyServer(host="127.0.0.1")
+    valkey = ValkeyServer(host="127.0.0.1", port=free_port())
     valkey.start()
     env = {"TOKENWIRE_REDIS_URL": valkey.connection_url + "/0", "TOKENWIRE_PROVIDER": "simulated",
            "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "25", "TOKENWIRE_SSE_RETRY_MS": "400",

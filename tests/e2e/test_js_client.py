@@ -81,7 +81,7 @@ class Services:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     logs = tmp_path_factory.mktemp("js-client")
-    valkey = ValkeyServer(host="127.0.0.1")
+    valkey = ValkeyServer(host="127.0.0.1", port=free_port())
     valkey.start()
     env = {"TOKENWIRE_REDIS_URL": valkey.connection_url + "/0", "TOKENWIRE_PROVIDER": "simulated",
            "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "40", "TOKENWIRE_SSE_RETRY_MS": "400",

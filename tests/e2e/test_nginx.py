@@ -41,7 +41,7 @@ def test_the_shipped_config_is_what_runs() -> None:
 async def test_clients_through_nginx_survive_a_drain_and_a_kill(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
-    valkey = ValkeyServer(host="127.0.0.1")
+    valkey = ValkeyServer(host="127.0.0.1", port=free_port())
     valkey.start()
     env = {"TOKENWIRE_REDIS_URL": valkey.connection_url + "/0",
            "TOKENWIRE_PROVIDER": "simulated", "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "12",

