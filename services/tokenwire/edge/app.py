@@ -9,6 +9,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from tokenwire.apikeys import KeyStore
+from tokenwire.conversations import ConversationStore
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Authenticator, KeyCache, auth_problem
 from tokenwire.edge.connections import ConnectionLeases
@@ -51,6 +52,7 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
             settings, "tw-edge", settings.edge_redis_max_connections)
         hub = Hub(redis, settings.subscriber_queue_size)
         store = StreamStore(redis, settings)
+        conversations = ConversationStore(redis, settings)
         viewers = ViewerReporter(store, settings.watch_touch_seconds)
         key_store = KeyStore(redis)
         auth = Authenticator(settings, KeyCache(key_store, settings.key_cache_seconds))
@@ -62,12 +64,14 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
         app[appkeys.CONNECTIONS] = connections
         app[appkeys.REDIS] = redis
         app[appkeys.STORE] = store
+        app[appkeys.CONVERSATIONS] = conversations
         app[appkeys.HUB] = hub
         app[appkeys.VIEWERS] = viewers
         app[appkeys.METRICS].watch_hub(lambda: hub.channels, lambda: hub.subscribers,
                                        lambda: hub.messages_received)
         await hub.start()
         await store.load_scripts()
+        await conversations.load_scripts()
         await limiter.load_scripts()
         viewers.start()
         connections.start()

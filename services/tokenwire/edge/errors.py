@@ -9,6 +9,8 @@ from aiohttp import web
 
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.errors import (
+    Conflict,
+    ConversationNotFound,
     Forbidden,
     InvalidValue,
     KeyNotFound,
@@ -33,7 +35,9 @@ HTTP_STATUS: dict[type[TokenwireError], int] = {
     Forbidden: 403,
     StreamNotFound: 404,
     KeyNotFound: 404,
+    ConversationNotFound: 404,
     RequestTimeout: 408,
+    Conflict: 409,
     StreamGone: 410,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
@@ -66,6 +70,11 @@ def error_response(
     return response
 
 
+def status_of(exc: TokenwireError) -> int:
+    """The HTTP status of a domain error (the one table above)."""
+    return next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 500)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -73,7 +82,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except StreamComplete:
         return web.Response(status=204)
     except TokenwireError as exc:
-        status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 500)
+        status = status_of(exc)
         details = exc.details if isinstance(exc, InvalidValue) else None
         response = error_response(status, exc.code, exc.message, retry_after=exc.retry_after,
                                   details=details)

@@ -9,6 +9,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from tokenwire.apikeys import KeyStore
+from tokenwire.conversations import ConversationStore
 from tokenwire.edge.auth import Authenticator
 from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.hub import Hub
@@ -28,6 +29,7 @@ AUTH = web.AppKey("auth", Authenticator)
 KEY_STORE = web.AppKey("key_store", KeyStore)
 LIMITER = web.AppKey("limiter", KeyLimiter)
 CONNECTIONS = web.AppKey("connections", ConnectionLeases)
+CONVERSATIONS = web.AppKey("conversations", ConversationStore)
 
 
 class Lifecycle:
