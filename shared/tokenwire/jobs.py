@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -101,7 +101,7 @@ class Job(BaseModel):
     conversation: str | None = None
     #: what a protocol facade needs to describe this stream later (e.g. the
     #: Responses API's request parameters), kept in the stream's record
-    facade: dict[str, MetadataValue] | None = None
+    facade: dict[str, Any] | None = None
 
     def meta_fields(self) -> dict[str, str | int]:
         """The meta hash a new stream starts with (also rebuilt from here when

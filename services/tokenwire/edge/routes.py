@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tokenwire.edge import conversations, handlers, health
+from tokenwire.edge import conversations, handlers, health, openai_shape, responses
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.admin import setup_admin_routes
+from tokenwire.edge.chat_completions import chat_completions
 from tokenwire.edge.conversation_ws import conversation_websocket
 from tokenwire.edge.cors import setup_cors
 from tokenwire.edge.pages import setup_pages
@@ -34,6 +35,13 @@ def setup_routes(app: web.Application) -> None:
     ]
     app.router.add_get("/v1/streams/{stream_id}/ws", handlers.stream_websocket)
     app.router.add_get(f"{_CONVERSATION}/ws", conversation_websocket)
+    # The OpenAI facades: backends (an API key), not browsers: no CORS.
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", openai_shape.list_models)
+    app.router.add_get("/v1/models/{model}", openai_shape.get_model)
+    app.router.add_post("/v1/responses", responses.create_response)
+    app.router.add_get("/v1/responses/{response_id}", responses.get_response)
+    app.router.add_post("/v1/responses/{response_id}/cancel", responses.cancel_response)
     setup_admin_routes(app)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

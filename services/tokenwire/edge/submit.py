@@ -28,7 +28,7 @@ def new_job(
     tenant: str | None, model: str | None = None, max_tokens: int | None = None,
     temperature: float | None = None, buffer: BufferMode | None = None,
     metadata: dict[str, MetadataValue] | None = None, idle_cancel_ms: int | None = None,
-    conversation: str | None = None, facade: dict[str, MetadataValue] | None = None,
+    conversation: str | None = None, facade: dict[str, Any] | None = None,
     stream_id: str | None = None,
 ) -> Job:
     """A job with the edge's defaults filled in (and a fresh stream id, unless given)."""
