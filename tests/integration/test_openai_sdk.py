@@ -229,8 +229,11 @@ async def test_background_response_resumes_exactly_on_another_edge(
         # read a few events, cut the connection, resume on the other edge, repeat
         for turn, cut_after in enumerate((3, 4, 10, 7, 20, None)):
             client = clients[turn % 2]
-            stream = await client.responses.retrieve(
-                created.id, stream=True, **({"starting_after": numbers[-1]} if numbers else {}))
+            if numbers:  # resume after the last event this client holds
+                stream = await client.responses.retrieve(created.id, stream=True,
+                                                         starting_after=numbers[-1])
+            else:
+                stream = await client.responses.retrieve(created.id, stream=True)
             read = 0
             async for event in stream:
                 numbers.append(event.sequence_number)
