@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tokenwire.edge import conversations, handlers, health, openai_shape, responses
+from tokenwire.edge import conversations, handlers, health, openai_shape, responses, ui_chat
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.admin import setup_admin_routes
 from tokenwire.edge.chat_completions import chat_completions
@@ -32,6 +32,9 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_get(f"{_CONVERSATION}", conversations.get_conversation),
         app.router.add_post(f"{_CONVERSATION}/messages", conversations.post_message),
         app.router.add_post(f"{_CONVERSATION}/cancel", conversations.cancel_conversation),
+        # the AI SDK's useChat (DefaultChatTransport): its chat route and resume URL
+        app.router.add_post("/v1/ui/chat", ui_chat.ui_chat),
+        app.router.add_get("/v1/ui/chat/{chat_id}/stream", ui_chat.resume_ui_chat),
     ]
     app.router.add_get("/v1/streams/{stream_id}/ws", handlers.stream_websocket)
     app.router.add_get(f"{_CONVERSATION}/ws", conversation_websocket)
