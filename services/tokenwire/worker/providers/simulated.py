@@ -21,30 +21,31 @@ from tokenwire.worker.providers.base import Delta, UpstreamError
 #: travels, with the topic of the prompt woven in. They carry what naive buffers
 #: lose: paragraph breaks, a double space, a tab, an emoji, a combining mark.
 _SENTENCES = (
-    "You asked about {topic}.",
+    "You asked: “{topic}”",
     "This answer comes from Tokenwire's simulated model:  its words are made up, but they "
     "stream the way a real model's do.",
     "Each token leaves a worker, lands in a Redis stream, and reaches you through an edge.",
     "When a connection drops, the page resumes from its last cursor, with no gap and no "
     "duplicate.",
-    "Think of {topic} as a river of small pieces 🚀 that must arrive in order.",
+    "Think of an answer as a river of small pieces 🚀 that must arrive in order.",
     "A café́ with slow Wi-Fi is the classic test of that promise.",
     "Open this conversation in another tab and the same words arrive there at the same time.",
     "To hear a real model, set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server) and "
     "start again.",
     "Cancelling stops the model within a second;\twhat was already written stays.",
-    "So much for {topic}: a queue, a buffer, a stream and a cursor do the rest.",
+    "So much for “{topic}”: a queue, a buffer, a stream and a cursor do the rest.",
 )
 _DEFAULT_LENGTH = 120
-_SMALL_WORDS = frozenset("a an and are about can could does for how i is it me of on or "
-                         "please tell the to what when why with you your".split())
+_TOPIC_WORDS = 8
 
 
 def topic_of(prompt: str) -> str:
-    """A few words of the prompt to talk about ("your message" when it has none)."""
-    words = ["".join(ch for ch in word if ch.isalnum() or ch in "-'") for word in prompt.split()]
-    chosen = [w for w in words if len(w) > 2 and w.lower() not in _SMALL_WORDS][:4]
-    return " ".join(chosen) if chosen else "your message"
+    """What the prompt asks, to quote: its first words, on one line."""
+    words = prompt.split()
+    if not words:
+        return "…"
+    quoted = " ".join(words[:_TOPIC_WORDS])
+    return quoted + ("…" if len(words) > _TOPIC_WORDS else "")
 
 
 def simulated_tokens(prompt: str, count: int, topic: str | None = None) -> list[str]:
