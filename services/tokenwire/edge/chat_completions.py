@@ -16,31 +16,30 @@ non-streaming request is 409 ``cancelled``; a failed generation 502).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from tokenwire.edge import keys as appkeys
-from tokenwire.edge.bodies import read_json_object
-from tokenwire.edge.handlers import idempotency_key_of
 from tokenwire.edge.openai_shape import (
+    check_max_tokens,
     error_object,
     error_response,
-    invalid_request,
     openai_errors,
+    read_request,
     refuse_unknown,
     send_data,
     sse_stream,
+    submit_request,
     text_of,
 )
 from tokenwire.edge.source import open_events
-from tokenwire.edge.submit import new_job, submit
+from tokenwire.edge.submit import new_job
 from tokenwire.errors import InvalidValue, MalformedRequest
-from tokenwire.events import Event, dumps
+from tokenwire.events import Event
 
 SUPPORTED = ("model", "messages", "stream", "stream_options", "max_tokens",
              "max_completion_tokens", "temperature", "user", "metadata")
@@ -72,27 +71,17 @@ class ChatRequest(BaseModel):
 @openai_errors
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
-    settings = app[appkeys.SETTINGS]
     principal = await app[appkeys.AUTH].api_key(request, "a chat completion")
-    body = await read_json_object(request, settings)
-    refuse_unknown(body, SUPPORTED, NEUTRAL)
-    try:
-        chat = ChatRequest.model_validate(body)
-    except ValidationError as exc:
-        raise invalid_request(exc) from exc
+    body, chat = await read_request(request, ChatRequest, SUPPORTED, NEUTRAL)
     max_tokens = chat.max_completion_tokens or chat.max_tokens
-    if max_tokens is not None and max_tokens > settings.max_tokens_limit:
-        raise InvalidValue("invalid_request",
-                           f"max_completion_tokens must be <= {settings.max_tokens_limit}")
+    check_max_tokens(app, max_tokens, "max_completion_tokens")
     metadata: dict[str, Any] = dict(chat.metadata or {})
     if chat.user is not None:
         metadata["user"] = chat.user
     job = new_job(app, _messages(chat.messages), key=principal.key, tenant=principal.tenant,
                   model=chat.model, max_tokens=max_tokens, temperature=chat.temperature,
                   metadata=metadata)
-    fingerprint = hashlib.sha256(dumps(body).encode()).hexdigest()
-    stream_id = await submit(app, job, principal.key,
-                             idempotency_key=idempotency_key_of(request), fingerprint=fingerprint)
+    stream_id = await submit_request(request, job, principal.key, body)
     events = await open_events(app, stream_id, None, tenant=principal.tenant)
     completion = _Completion(stream_id, chat.model)
     headers = {"X-Stream-ID": stream_id}

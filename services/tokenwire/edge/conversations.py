@@ -25,7 +25,7 @@ from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Principal
 from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.delivery import send_sse
-from tokenwire.edge.handlers import check_limits, follower_for, invalid
+from tokenwire.edge.handlers import check_limits, demo_principal, follower_for, invalid
 from tokenwire.edge.submit import grant, stream_grant
 from tokenwire.edge.turns import (
     TurnOptions,
@@ -101,12 +101,7 @@ async def create_demo_conversation(request: web.Request) -> web.Response:
     """``POST /demo/conversations`` (``tokenwire dev`` only): the demo's backend
     stand-in — creates a conversation with the dev API key held here and hands
     the browser a conversation token, never the key."""
-    settings = request.app[appkeys.SETTINGS]
-    if settings.demo_api_key is None:  # the route exists only when it is set
-        raise web.HTTPNotFound()
-    principal = await request.app[appkeys.AUTH].key_principal(
-        settings.demo_api_key.get_secret_value())
-    return await create_conversation_as(request, principal)
+    return await create_conversation_as(request, await demo_principal(request))
 
 
 async def create_conversation_as(request: web.Request, principal: Principal) -> web.Response:

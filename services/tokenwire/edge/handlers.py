@@ -23,7 +23,7 @@ from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.cors import check_websocket_origin
 from tokenwire.edge.delivery import send_sse, send_websocket
 from tokenwire.edge.follower import Follower, StreamComplete
-from tokenwire.edge.submit import check_open, new_job, stream_grant, submit, urls_of
+from tokenwire.edge.submit import cancel, check_open, new_job, stream_grant, submit, urls_of
 from tokenwire.errors import (
     InvalidValue,
     MalformedRequest,
@@ -104,12 +104,16 @@ async def create_demo_stream(request: web.Request) -> web.StreamResponse:
     """``POST /demo/streams`` (``tokenwire dev`` only): what an app's backend
     does, as a stand-in — the same body and answer as ``POST /v1/streams``,
     made with the dev API key held here, so the browser never holds a key."""
+    return await create_stream_as(request, await demo_principal(request))
+
+
+async def demo_principal(request: web.Request) -> Principal:
+    """The dev API key's caller, for the demo's backend stand-ins (``tokenwire dev``)."""
     settings = request.app[appkeys.SETTINGS]
-    if settings.demo_api_key is None:  # the route exists only when it is set
+    if settings.demo_api_key is None:  # the routes exist only when it is set
         raise web.HTTPNotFound()
-    principal = await request.app[appkeys.AUTH].key_principal(
+    return await request.app[appkeys.AUTH].key_principal(
         settings.demo_api_key.get_secret_value())
-    return await create_stream_as(request, principal)
 
 
 async def create_stream_as(request: web.Request, principal: Principal) -> web.StreamResponse:
@@ -199,11 +203,7 @@ async def cancel_stream(request: web.Request) -> web.Response:
 
 
 async def _cancel(request: web.Request, stream_id: str, tenant: str | None) -> str:
-    app = request.app
-    outcome = await app[appkeys.STORE].cancel(stream_id, tenant)
-    if outcome.status == "cancelled":  # ended while queued: no worker will release it
-        await app[appkeys.LIMITER].release(outcome.key_id, stream_id)
-    return outcome.status
+    return (await cancel(request.app, stream_id, tenant)).status
 
 
 async def follower_for(

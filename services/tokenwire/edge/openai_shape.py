@@ -11,24 +11,31 @@ A parameter Tokenwire does not implement is refused (400
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from tokenwire.apikeys import ApiKey
 from tokenwire.edge import keys as appkeys
+from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.errors import status_of
+from tokenwire.edge.handlers import idempotency_key_of
+from tokenwire.edge.submit import submit
 from tokenwire.errors import InvalidValue, MalformedRequest, NotFound, TokenwireError
 from tokenwire.events import dumps
+from tokenwire.jobs import Job
 from tokenwire.redis_client import TRANSPORT_ERRORS
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Parsed = TypeVar("Parsed", bound=BaseModel)
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 408: "timeout_error", 409: "conflict_error",
@@ -97,6 +104,32 @@ def refuse_unknown(body: dict[str, Any], supported: Iterable[str],
         if neutral is not None and name in neutral and value == neutral[name]:
             continue
         raise Unsupported(name)
+
+
+async def read_request(request: web.Request, model: type[Parsed], supported: Iterable[str],
+                       neutral: dict[str, Any]) -> tuple[dict[str, Any], Parsed]:
+    """The body, refused if it names a parameter Tokenwire does not implement,
+    and parsed as ``model``."""
+    body = await read_json_object(request, request.app[appkeys.SETTINGS])
+    refuse_unknown(body, supported, neutral)
+    try:
+        return body, model.model_validate(body)
+    except ValidationError as exc:
+        raise invalid_request(exc) from exc
+
+
+def check_max_tokens(app: web.Application, value: int | None, name: str) -> None:
+    limit = app[appkeys.SETTINGS].max_tokens_limit
+    if value is not None and value > limit:
+        raise InvalidValue("invalid_request", f"{name} must be <= {limit}")
+
+
+async def submit_request(request: web.Request, job: Job, key: ApiKey | None,
+                         body: dict[str, Any]) -> str:
+    """Create the stream; an ``Idempotency-Key`` (the SDKs' retries) is honoured."""
+    fingerprint = hashlib.sha256(dumps(body).encode()).hexdigest()
+    return await submit(request.app, job, key, idempotency_key=idempotency_key_of(request),
+                        fingerprint=fingerprint)
 
 
 def invalid_request(exc: ValidationError) -> InvalidValue:

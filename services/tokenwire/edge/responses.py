@@ -19,25 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from tokenwire import keys
 from tokenwire.edge import keys as appkeys
-from tokenwire.edge.auth import Principal
-from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.follower import StreamComplete
-from tokenwire.edge.handlers import idempotency_key_of
 from tokenwire.edge.openai_shape import (
-    invalid_request,
+    check_max_tokens,
     openai_errors,
-    refuse_unknown,
+    read_request,
     send_data,
     sse_stream,
+    submit_request,
     text_of,
 )
 from tokenwire.edge.response_events import (
@@ -47,9 +44,8 @@ from tokenwire.edge.response_events import (
     usage_of,
 )
 from tokenwire.edge.source import open_events
-from tokenwire.edge.submit import new_job, submit
+from tokenwire.edge.submit import cancel, new_job
 from tokenwire.errors import InvalidValue, MalformedRequest, StreamNotFound
-from tokenwire.events import dumps
 from tokenwire.store import Snapshot
 
 SUPPORTED = ("model", "input", "instructions", "background", "stream", "max_output_tokens",
@@ -74,6 +70,13 @@ class ResponseRequest(BaseModel):
     user: str | None = Field(None, max_length=256)
 
 
+async def _caller(request: web.Request, scope: str) -> tuple[str, str | None]:
+    """The response's stream id, and the tenant it must belong to for this caller."""
+    principal = await request.app[appkeys.AUTH].principal(request)
+    stream_id = stream_id_of(request)
+    return stream_id, principal.tenant_for(stream_id, scope)
+
+
 def stream_id_of(request: web.Request) -> str:
     response_id = request.match_info["response_id"]
     stream_id = response_id.removeprefix("resp_")
@@ -85,17 +88,9 @@ def stream_id_of(request: web.Request) -> str:
 @openai_errors
 async def create_response(request: web.Request) -> web.StreamResponse:
     app = request.app
-    settings = app[appkeys.SETTINGS]
     principal = await app[appkeys.AUTH].api_key(request, "creating a response")
-    body = await read_json_object(request, settings)
-    refuse_unknown(body, SUPPORTED, NEUTRAL)
-    try:
-        spec = ResponseRequest.model_validate(body)
-    except ValidationError as exc:
-        raise invalid_request(exc) from exc
-    if spec.max_output_tokens is not None and spec.max_output_tokens > settings.max_tokens_limit:
-        raise InvalidValue("invalid_request",
-                           f"max_output_tokens must be <= {settings.max_tokens_limit}")
+    body, spec = await read_request(request, ResponseRequest, SUPPORTED, NEUTRAL)
+    check_max_tokens(app, spec.max_output_tokens, "max_output_tokens")
     messages = _input_messages(spec)
     facade = {"api": "responses", "background": spec.background,
               "instructions": spec.instructions, "max_output_tokens": spec.max_output_tokens,
@@ -104,9 +99,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     job = new_job(app, messages, key=principal.key, tenant=principal.tenant, model=spec.model,
                   max_tokens=spec.max_output_tokens, temperature=spec.temperature,
                   metadata={"user": spec.user} if spec.user else {}, facade=facade)
-    fingerprint = hashlib.sha256(dumps(body).encode()).hexdigest()
-    stream_id = await submit(app, job, principal.key,
-                             idempotency_key=idempotency_key_of(request), fingerprint=fingerprint)
+    stream_id = await submit_request(request, job, principal.key, body)
     if spec.stream:
         return await _stream(request, stream_id, principal.tenant, None)
     if not spec.background:
@@ -140,9 +133,7 @@ def _input_messages(spec: ResponseRequest) -> list[dict[str, str]]:
 @openai_errors
 async def get_response(request: web.Request) -> web.StreamResponse:
     app = request.app
-    principal: Principal = await app[appkeys.AUTH].principal(request)
-    stream_id = stream_id_of(request)
-    tenant = principal.tenant_for(stream_id, "read")
+    stream_id, tenant = await _caller(request, "read")
     if request.query.get("stream") not in ("true", "1"):
         return web.json_response(await _describe_now(app, stream_id, tenant))
     raw = request.query.get("starting_after")
@@ -158,13 +149,9 @@ async def get_response(request: web.Request) -> web.StreamResponse:
 @openai_errors
 async def cancel_response(request: web.Request) -> web.Response:
     app = request.app
-    principal: Principal = await app[appkeys.AUTH].principal(request)
-    stream_id = stream_id_of(request)
-    tenant = principal.tenant_for(stream_id, "cancel")
-    outcome = await app[appkeys.STORE].cancel(stream_id, tenant)
-    if outcome.status == "cancelled":  # it was queued: no worker will free its slot
-        await app[appkeys.LIMITER].release(outcome.key_id, stream_id)
-    elif outcome.status == "cancelling":  # the worker stops within a second
+    stream_id, tenant = await _caller(request, "cancel")
+    outcome = await cancel(app, stream_id, tenant)
+    if outcome.status == "cancelling":  # the worker stops within a second
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await _wait_for_end(app, stream_id, tenant)

@@ -21,6 +21,7 @@ from tokenwire.edge import keys as appkeys
 from tokenwire.errors import InvalidValue, Unavailable
 from tokenwire.jobs import Job, MetadataValue
 from tokenwire.settings import BufferMode
+from tokenwire.store import CancelOutcome
 
 
 def new_job(
@@ -68,6 +69,15 @@ async def submit(app: web.Application, job: Job, key: ApiKey | None, *,
                                                 admission=app[appkeys.LIMITER])
     app[appkeys.METRICS].streams_created.inc()
     return stream_id
+
+
+async def cancel(app: web.Application, stream_id: str, tenant: str | None) -> CancelOutcome:
+    """Cancel a stream (see ``StreamStore.cancel``); one that was still queued is
+    ended right here, so its creator's running slot is freed here too."""
+    outcome = await app[appkeys.STORE].cancel(stream_id, tenant)
+    if outcome.status == "cancelled":  # no worker will see it to release it
+        await app[appkeys.LIMITER].release(outcome.key_id, stream_id)
+    return outcome
 
 
 def urls_of(stream_id: str, token: str | None = None) -> dict[str, str]:

@@ -29,7 +29,7 @@ from tokenwire.conversations import (
 )
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Principal
-from tokenwire.edge.submit import check_model, check_open, new_job, stream_grant, submit
+from tokenwire.edge.submit import cancel, check_model, check_open, new_job, stream_grant, submit
 from tokenwire.errors import ConversationNotFound
 from tokenwire.jobs import MetadataValue
 from tokenwire.settings import BufferMode
@@ -145,9 +145,8 @@ async def cancel_turn(app: web.Application, principal: Principal, conversation_i
     if conversation.active is None:
         return {"stream_id": None, "status": None}
     stream_id = conversation.active.stream_id
-    outcome = await app[appkeys.STORE].cancel(stream_id, tenant)
+    outcome = await cancel(app, stream_id, tenant)
     if outcome.status == "cancelled":  # it was queued: ended here, no worker will settle it
-        await app[appkeys.LIMITER].release(outcome.key_id, stream_id)
         await app[appkeys.CONVERSATIONS].settle(tenant, conversation_id, stream_id,
                                                 app[appkeys.STORE])
     return {"stream_id": stream_id, "status": outcome.status}
