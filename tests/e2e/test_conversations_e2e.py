@@ -102,6 +102,7 @@ async def test_exactly_once_across_a_worker_crash_an_edge_restart_and_a_race(
     async with aiohttp.ClientSession(headers=auth) as session:
         created = await (await session.post(f"{edge1}/v1/conversations",
                                             json={"id": "crashy"})).json()
+        token = created["token"]
         ws_url = edge2.replace("http", "ws") + created["ws_url"]  # with its token
         transcript = Transcript()
         stream_id = ""
@@ -147,6 +148,8 @@ async def test_exactly_once_across_a_worker_crash_an_edge_restart_and_a_race(
     assert history[1]["stream_id"] == stream_id and history[1]["status"] == "done"
     answers = [m for m in history if m["role"] == "assistant"]
     assert len({a["stream_id"] for a in answers}) == len(answers)  # each turn answered once
+    logs = "".join(process.log() for process in cluster.processes)
+    assert "worker started" in logs and token not in logs and cluster.key not in logs
 
 
 async def _reconnect(browser: aiohttp.ClientSession, cluster: Cluster, ws_url: str,
