@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -26,13 +27,11 @@ class Message(BaseModel):
     content: str = Field(max_length=200_000)
 
 
-class JobRequest(BaseModel):
-    """Either ``messages`` or ``prompt``; everything else optional."""
+class JobOptions(BaseModel):
+    """What a request may say about how to generate, besides the input."""
 
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
-    prompt: str | None = Field(None, min_length=1, max_length=200_000)
     model: ModelName | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -42,8 +41,31 @@ class JobRequest(BaseModel):
         None, max_length=40, pattern=r"^(continue|cancel_after=\d{1,6}(\.\d{1,3})?)$"
     )
     #: The stream token in the answer: its lifetime (the edge's default and
-    #: maximum apply) and what it allows (``read``; ``cancel`` too on request).
+    #: maximum apply).
     token_ttl_seconds: int | None = Field(None, ge=60)
+
+    @model_validator(mode="after")
+    def _cancel_after_at_least_a_second(self) -> JobOptions:
+        # Edges report viewers a few times a second at most; less would cancel
+        # streams that are being watched.
+        idle = self.idle_cancel_ms()
+        if idle is not None and idle < 1000:
+            raise ValueError("on_disconnect cancel_after must be at least 1 second")
+        return self
+
+    def idle_cancel_ms(self) -> int | None:
+        """``on_disconnect: cancel_after=<seconds>`` in milliseconds; None: continue."""
+        if self.on_disconnect is None or self.on_disconnect == "continue":
+            return None
+        return round(float(self.on_disconnect.split("=", 1)[1]) * 1000)
+
+
+class JobRequest(JobOptions):
+    """Either ``messages`` or ``prompt``; everything else optional."""
+
+    messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
+    prompt: str | None = Field(None, min_length=1, max_length=200_000)
+    #: What the stream token allows (``read``; ``cancel`` too on request).
     token_scopes: list[TokenScope] = Field(default_factory=_read_only, min_length=1,
                                            max_length=2)
 
@@ -53,25 +75,10 @@ class JobRequest(BaseModel):
             raise ValueError("give exactly one of 'messages' or 'prompt'")
         return self
 
-    @model_validator(mode="after")
-    def _cancel_after_at_least_a_second(self) -> JobRequest:
-        # Edges report viewers a few times a second at most; less would cancel
-        # streams that are being watched.
-        idle = self.idle_cancel_ms()
-        if idle is not None and idle < 1000:
-            raise ValueError("on_disconnect cancel_after must be at least 1 second")
-        return self
-
     def chat_messages(self) -> list[dict[str, str]]:
         if self.messages is not None:
             return [m.model_dump() for m in self.messages]
         return [{"role": "user", "content": self.prompt or ""}]
-
-    def idle_cancel_ms(self) -> int | None:
-        """``on_disconnect: cancel_after=<seconds>`` in milliseconds; None: continue."""
-        if self.on_disconnect is None or self.on_disconnect == "continue":
-            return None
-        return round(float(self.on_disconnect.split("=", 1)[1]) * 1000)
 
 
 class Job(BaseModel):
@@ -90,6 +97,11 @@ class Job(BaseModel):
     #: who created it (None: auth disabled); the key's limits count this job
     tenant: str | None = None
     key_id: str | None = None
+    #: the conversation whose turn this is: its answer is appended to its history
+    conversation: str | None = None
+    #: what a protocol facade needs to describe this stream later (e.g. the
+    #: Responses API's request parameters), kept in the stream's record
+    facade: dict[str, Any] | None = None
 
     def meta_fields(self) -> dict[str, str | int]:
         """The meta hash a new stream starts with (also rebuilt from here when
@@ -104,4 +116,8 @@ class Job(BaseModel):
             fields["tenant"] = self.tenant
         if self.key_id is not None:
             fields["key_id"] = self.key_id
+        if self.conversation is not None:
+            fields["conversation"] = self.conversation
+        if self.facade is not None:
+            fields["facade"] = json.dumps(self.facade, separators=(",", ":"))
         return fields

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     )
     openai_timeout_seconds: float = Field(60.0, gt=0)
     default_model: str = "gpt-4o-mini"
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="the models this deployment serves (GET /v1/models); empty: the default")
     simulated_tokens_per_second: float = Field(40.0, gt=0)
     simulated_first_token_delay_ms: int = Field(150, ge=0)
 
@@ -123,6 +126,14 @@ class Settings(BaseSettings):
                                 "is answered as transient (being rebuilt) this long")
     watch_touch_seconds: float = Field(
         2.0, gt=0, description="how often an edge reports streams it is delivering")
+
+    # Conversations
+    conversation_max_messages: int = Field(
+        200, ge=2, description="history kept per conversation; older whole turns are dropped")
+    conversation_max_chars: int = Field(
+        100_000, ge=1000, description="characters kept per conversation (older whole turns go)")
+    conversation_ttl_seconds: int = Field(
+        7 * 86_400, ge=60, description="a conversation expires this long after its last change")
 
     # Security (README "Security")
     auth_disabled: bool = Field(
@@ -189,9 +200,9 @@ class Settings(BaseSettings):
             raise ValueError("token_ttl_seconds must not exceed token_max_ttl_seconds")
         return self
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "models", mode="before")
     @classmethod
-    def _origins_from_text(cls, value: object) -> object:
+    def _list_from_text(cls, value: object) -> object:
         """``https://a.example,https://b.example`` or a JSON list."""
         if isinstance(value, str):
             text = value.strip()
@@ -207,6 +218,11 @@ class Settings(BaseSettings):
             if not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example[:port]")
         return [origin.lower() for origin in origins]
+
+    @property
+    def served_models(self) -> list[str]:
+        """What ``GET /v1/models`` lists: ``models``, or else the default model."""
+        return self.models or [self.default_model_name]
 
     @property
     def default_model_name(self) -> str:

@@ -4,11 +4,10 @@ A token is a JWT (RFC 7519) so that a backend can mint its own with any JWT
 library, without calling the edge. Claims (README "Security"):
 
 =========  ==================================================================
-``sub``    the resource: ``stream:<stream id>`` (later kinds, e.g.
-           ``conversation:<id>``, use the same form)
+``sub``    the resource: ``stream:<stream id>`` or ``conversation:<id>``
 ``tenant`` the tenant that owns the resource
 ``scope``  space-separated: ``read`` (follow it: events, WebSocket, status),
-           ``cancel``; conversations will add ``write``
+           ``cancel``; and for a conversation ``write`` (post messages)
 ``aud``    ``TOKENWIRE_TOKEN_AUDIENCE`` (default ``tokenwire``)
 ``iat``    issued at (seconds); ``exp``: expiry (seconds), both required
 =========  ==================================================================
@@ -35,12 +34,14 @@ from tokenwire.settings import Settings
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 #: Every scope a stream token may carry.
 STREAM_SCOPES = frozenset({"read", "cancel"})
+#: Every scope a conversation token may carry.
+CONVERSATION_SCOPES = frozenset({"read", "write", "cancel"})
 _LEEWAY_SECONDS = 5  # clock skew between a minting backend and the edges
 
 
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
-    kind: str  # "stream"
+    kind: str  # "stream" or "conversation"
     resource_id: str
     tenant: str
     scopes: frozenset[str]

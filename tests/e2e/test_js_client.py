@@ -222,4 +222,4 @@ async def test_another_origin_can_import_the_module(services: Services, page: An
     await page.goto(f"http://localhost:{services.port}/")  # another origin: localhost
     exported = await page.evaluate(
         f"import('{services.base}/v1/client.js').then((m) => Object.keys(m).sort())")
-    assert exported == ["TokenwireStream", "createStream"]
+    assert exported == ["TokenwireConversation", "TokenwireStream", "createStream"]

@@ -514,7 +514,7 @@ async def test_demo_page_is_served(client: EdgeClient) -> None:
     assert response.status == 200
     assert '<script type="module" src="/demo.js">' in await response.text()
     script = await (await client.get("/demo.js")).text()
-    assert 'from "/v1/client.js"' in script and 'CREATE_URL = "/demo/streams"' in script
+    assert 'from "/v1/client.js"' in script and 'START_URL = "/demo/conversations"' in script
     assert "new EventSource(" in await (await client.get("/v1/client.js")).text()
 
 

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from tokenwire.apikeys import KeyStore
+from tokenwire.conversations import ConversationStore
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Authenticator, KeyCache, auth_problem
 from tokenwire.edge.connections import ConnectionLeases
@@ -59,6 +60,7 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
             settings, "tw-edge", settings.edge_redis_max_connections)
         hub = Hub(redis, settings.subscriber_queue_size)
         store = StreamStore(redis, settings)
+        conversations = ConversationStore(redis, settings)
         viewers = ViewerReporter(store, settings.watch_touch_seconds)
         key_store = KeyStore(redis)
         auth = Authenticator(settings, KeyCache(key_store, settings.key_cache_seconds))
@@ -75,12 +77,14 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
             try:
                 await store.load_scripts()
                 await limiter.load_scripts()
+                await conversations.load_scripts()
             except ResponseError as exc:  # e.g. out of memory: scripts load on first use
                 log.warning("could not preload scripts: %s", exc)
 
         watch = RedisWatch(redis, load_scripts)
         app[appkeys.REDIS] = redis
         app[appkeys.STORE] = store
+        app[appkeys.CONVERSATIONS] = conversations
         app[appkeys.HUB] = hub
         app[appkeys.VIEWERS] = viewers
         app[appkeys.REDIS_WATCH] = watch

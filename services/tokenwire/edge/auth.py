@@ -8,7 +8,8 @@ every connect and every resume: there is no session.
 - An API key (``twk_…``, see ``tokenwire.apikeys``) acts for its tenant: it
   creates streams and may read and cancel every stream of that tenant.
 - A stream token (a JWT, see ``tokenwire.tokens``) acts on one stream, with
-  its scopes (``read``; ``cancel``).
+  its scopes (``read``; ``cancel``); a conversation token on one conversation
+  (``read``, ``write``: post messages, ``cancel``).
 - A stream of another tenant, or another stream than a token's, is answered
   exactly as an unknown stream (404): existence does not leak.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from tokenwire.apikeys import KEY_PREFIX, ApiKey, KeyStore, verify
-from tokenwire.errors import Forbidden, StreamNotFound, Unauthorized
+from tokenwire.errors import ConversationNotFound, Forbidden, StreamNotFound, Unauthorized
 from tokenwire.settings import Settings
 from tokenwire.tokens import TokenClaims, TokenCodec
 
@@ -55,6 +56,21 @@ class Principal:
         """Whether ``tenant_for`` would pass for a stream this caller can see."""
         return self.token is None or (self.token.resource_id == stream_id
                                       and scope in self.token.scopes)
+
+    def tenant_for_conversation(self, conversation_id: str, scope: str) -> str | None:
+        """``tenant_for`` for a conversation: an API key of its tenant may do
+        anything; a conversation token only on its conversation, within its
+        scopes (``read``, ``write``, ``cancel``); a stream token never."""
+        if self.token is not None:
+            if self.token.kind != "conversation" or self.token.resource_id != conversation_id:
+                raise ConversationNotFound()
+            if scope not in self.token.scopes:
+                raise Forbidden("insufficient_scope", f"this token does not allow {scope}")
+        return self.tenant
+
+    def may_in_conversation(self, scope: str) -> bool:
+        """Whether this caller (already checked for the conversation) has ``scope``."""
+        return self.token is None or scope in self.token.scopes
 
 
 ANONYMOUS = Principal(tenant=None)
@@ -137,11 +153,12 @@ class Authenticator:
         claims = self._codec.verify(credential)
         return Principal(tenant=claims.tenant, token=claims)
 
-    async def api_key(self, request: web.Request) -> Principal:
+    async def api_key(self, request: web.Request, action: str = "creating a stream"
+                      ) -> Principal:
         """The caller of a route that needs an API key (creating a stream)."""
         principal = await self.principal(request)
         if principal.token is not None:
-            raise Forbidden("api_key_required", "creating a stream needs an API key, not a token")
+            raise Forbidden("api_key_required", f"{action} needs an API key, not a token")
         return principal
 
     async def key_principal(self, presented: str) -> Principal:

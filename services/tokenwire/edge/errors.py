@@ -23,10 +23,13 @@ from aiohttp import web
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.edge.sse import transient_answer
 from tokenwire.errors import (
+    Conflict,
+    ConversationNotFound,
     Forbidden,
     InvalidValue,
     KeyNotFound,
     MalformedRequest,
+    NotFound,
     OverLimit,
     PayloadTooLarge,
     RequestTimeout,
@@ -47,7 +50,10 @@ HTTP_STATUS: dict[type[TokenwireError], int] = {
     Forbidden: 403,
     StreamNotFound: 404,
     KeyNotFound: 404,
+    ConversationNotFound: 404,
+    NotFound: 404,
     RequestTimeout: 408,
+    Conflict: 409,
     StreamGone: 410,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
@@ -89,6 +95,11 @@ def wants_event_stream(request: web.Request) -> bool:
     return route in SSE_ROUTES or "text/event-stream" in request.headers.get("Accept", "")
 
 
+def status_of(exc: TokenwireError) -> int:
+    """The HTTP status of a domain error (the one table above)."""
+    return next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 500)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -98,7 +109,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except TokenwireError as exc:
         if isinstance(exc, TRANSIENT) and wants_event_stream(request):
             return transient_answer(exc.code, exc.message, exc.retry_after)
-        status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 500)
+        status = status_of(exc)
         details = exc.details if isinstance(exc, InvalidValue) else None
         response = error_response(status, exc.code, exc.message, retry_after=exc.retry_after,
                                   details=details)

@@ -9,6 +9,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from tokenwire.apikeys import KeyStore
+from tokenwire.conversations import ConversationStore
 from tokenwire.edge.auth import Authenticator
 from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.hub import Hub
@@ -33,6 +34,7 @@ CONNECTIONS = web.AppKey("connections", ConnectionLeases)
 REDIS_WATCH = web.AppKey("redis_watch", RedisWatch)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)  # SSE responses
 WS_HEARTBEAT = web.AppKey("ws_heartbeat", Heartbeat)
+CONVERSATIONS = web.AppKey("conversations", ConversationStore)
 
 
 class Lifecycle:

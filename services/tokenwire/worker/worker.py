@@ -38,6 +38,7 @@ from redis.exceptions import ResponseError
 
 from tokenwire import keys
 from tokenwire.buffers import make_buffer
+from tokenwire.conversations import ConversationStore
 from tokenwire.errors import FencedWrite, OutOfCapacity, StreamLost, WriteRejected
 from tokenwire.jobqueue import Delivery, JobQueue, is_missing_group
 from tokenwire.jobs import Job
@@ -63,6 +64,7 @@ class Worker:
         self._provider = provider
         self._burst = burst
         self._store = StreamStore(redis, settings)
+        self._conversations = ConversationStore(redis, settings)
         self._queue = JobQueue(redis, settings.consumer_name, settings.worker_claim_timeout_ms)
         # Token counts share the appends' pipeline (see ``limits``).
         self._limiter = KeyLimiter(redis, settings, self._store.batcher)
@@ -90,6 +92,7 @@ class Worker:
     async def startup(self) -> None:
         await self._queue.ensure_group()
         await self._store.load_scripts()
+        await self._conversations.load_scripts()
         await self._limiter.load_scripts()
         self._helpers = [
             start_supervised("refresh-claims", self._refresh_claims),
@@ -268,9 +271,17 @@ class Worker:
         else:
             log.error("giving up on this job for now; it stays pending", extra=context)
             return
-        # The stream ended (or needs nothing): its creator's running slot is free.
+        # The stream ended (or needs nothing): its creator's running slot is free,
+        # and a conversation's turn appends its answer — before the ack, so a
+        # worker that dies here leaves the job to one that settles it (settling
+        # twice appends once).
         await until_redis_answers(lambda: self._limiter.release(job.key_id, job.stream_id),
                                   deadline, "release", context)
+        if (conversation := job.conversation) is not None:
+            await until_redis_answers(
+                lambda: self._conversations.settle(job.tenant, conversation, job.stream_id,
+                                                   self._store),
+                deadline, "settle", context)
         await until_redis_answers(lambda: self._queue.ack(delivery.entry_id), deadline,
                                   "ack", context)
 
