@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _secrets_of(settings: Settings) -> list[str]:
     """Every configured secret: the log formatters remove them from each line."""
     configured = (settings.openai_api_key, settings.token_secret, settings.admin_key,
-                  settings.demo_api_key)
+                  settings.metrics_key, settings.demo_api_key)
     return [secret.get_secret_value() for secret in configured if secret is not None]
 
 

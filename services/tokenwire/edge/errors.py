@@ -67,6 +67,7 @@ WS_NORMAL = 1000  # the terminal event was sent
 WS_TRY_AGAIN = 1011  # Redis failed mid-stream
 WS_SERVICE_RESTART = 1012  # the edge is draining
 WS_SLOW_CONSUMER = 4408  # the client fell too far behind
+WS_UNAUTHORIZED = 4401  # its token expired: reconnect with a fresh one (no resume of commands)
 
 _AIOHTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 

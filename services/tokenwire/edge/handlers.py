@@ -9,6 +9,7 @@ the caller's tenant's streams.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from typing import Any
 
@@ -25,6 +26,7 @@ from tokenwire.edge.delivery import send_sse, send_websocket
 from tokenwire.edge.follower import Follower, StreamComplete
 from tokenwire.edge.submit import cancel, check_open, new_job, stream_grant, submit, urls_of
 from tokenwire.errors import (
+    Forbidden,
     InvalidValue,
     MalformedRequest,
     StreamNotFound,
@@ -69,8 +71,6 @@ async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest
         canonical = dumps(job_request.model_dump(mode="json")).encode()
     except ValidationError as exc:
         raise invalid("invalid_job", "the job has invalid values", exc) from exc
-    except UnicodeEncodeError as exc:  # lone surrogates from "\ud800" escapes
-        raise InvalidValue("invalid_job", "text must be valid Unicode") from exc
     check_limits(job_request, settings, "invalid_job")
     return job_request, hashlib.sha256(canonical).hexdigest()
 
@@ -108,12 +108,31 @@ async def create_demo_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def demo_principal(request: web.Request) -> Principal:
-    """The dev API key's caller, for the demo's backend stand-ins (``tokenwire dev``)."""
+    """The dev API key's caller, for the demo's backend stand-ins (``tokenwire dev``).
+
+    Only for a request addressed to ``localhost`` or an IP address: a page on
+    any website could otherwise reach them through DNS rebinding (its own
+    domain re-pointed at 127.0.0.1, same-origin to the browser) and spend the
+    developer's model budget with the dev key."""
     settings = request.app[appkeys.SETTINGS]
     if settings.demo_api_key is None:  # the routes exist only when it is set
         raise web.HTTPNotFound()
+    if not _addressed_by_ip_or_localhost(request):
+        raise Forbidden("demo_host_not_allowed",
+                        "the demo answers only at localhost or an IP address")
     return await request.app[appkeys.AUTH].key_principal(
         settings.demo_api_key.get_secret_value())
+
+
+def _addressed_by_ip_or_localhost(request: web.Request) -> bool:
+    host = (request.url.host or "").lower().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def create_stream_as(request: web.Request, principal: Principal) -> web.StreamResponse:

@@ -25,10 +25,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text; only with the admin key (``bearer_token`` in a scrape
+    """Prometheus text; only with the metrics key (``authorization`` in a scrape
     config) unless ``TOKENWIRE_METRICS_PUBLIC`` opens it."""
     if not request.app[appkeys.SETTINGS].metrics_public:
-        request.app[appkeys.AUTH].check_admin(request)
+        request.app[appkeys.AUTH].check_metrics(request)
     body = request.app[appkeys.METRICS].render()
     return web.Response(body=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

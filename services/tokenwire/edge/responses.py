@@ -102,8 +102,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     stream_id = await submit_request(request, job, principal.key, body)
     if spec.stream:
         return await _stream(request, stream_id, principal.tenant, None)
-    if not spec.background:
-        await _wait_for_end(app, stream_id, principal.tenant)
+    if not spec.background:  # an open connection like any other: counted while it waits
+        async with app[appkeys.CONNECTIONS].held(job.key_id):
+            await _wait_for_end(app, stream_id, principal.tenant)
     return web.json_response(await _describe_now(app, stream_id, principal.tenant),
                              headers={"X-Stream-ID": stream_id})
 

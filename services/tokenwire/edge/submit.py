@@ -51,13 +51,13 @@ def check_open(app: web.Application) -> None:
 
 
 def check_model(app: web.Application, key: ApiKey | None, model: str) -> None:
-    """The model must be one this deployment serves (``TOKENWIRE_MODELS``,
-    when set) and one the API key may use."""
-    served = app[appkeys.SETTINGS].models
-    if served and model not in served:
-        raise InvalidValue("model_not_found", f"the model {model!r} is not served here")
+    """The model must be one the API key may use and one this deployment serves
+    (``TOKENWIRE_MODELS``; unset: the default model only — a caller, or a
+    browser's conversation token, must not pick the provider's priciest)."""
     if key is not None and not key.allows_model(model):
         raise InvalidValue("model_not_allowed", f"this API key may not use the model {model!r}")
+    if model not in app[appkeys.SETTINGS].served_models:
+        raise InvalidValue("model_not_found", f"the model {model!r} is not served here")
 
 
 async def submit(app: web.Application, job: Job, key: ApiKey | None, *,
