@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint browser bench chaos fuzz openapi clean
+.PHONY: run test lint browser nginx node bench chaos fuzz openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required"; exit 1; }
@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/tokenwire dev --host $${HOST:-127.0.0.1} --port $${PORT:-8080}
 
 ## Lint, then the whole test suite (what CI runs).
-test: lint browser
+test: lint browser nginx node
 	$(BIN)/python -m pytest
 
 ## Chromium for the browser test, from Debian's packages (as root, as on CI).
@@ -30,6 +30,25 @@ browser:
 	    apt-get update -qq >/dev/null && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found: the browser test will be skipped"; fi; }
+
+## nginx for the test that runs deploy/nginx.conf in front of two edges (Debian's
+## package, as root); it runs unprivileged on a loopback port, never as a service.
+## Elsewhere without nginx those tests are skipped, and say so.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nginx (apt-get)"; \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else echo "nginx not found: the nginx tests will be skipped"; fi; }
+
+## The AI SDK (ai 7 and 6) and Node 22 for its tests, exactly as tests/node's lockfile
+## pins them. Without npm the Node tests are skipped, and say so.
+node: tests/node/node_modules/.installed
+tests/node/node_modules/.installed: tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd tests/node && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the AI SDK tests will be skipped"; fi
 
 ## ruff, and mypy --strict over the package, the tests and the benchmark.
 lint: $(STAMP)
@@ -59,4 +78,4 @@ openapi: $(STAMP)
 	$(BIN)/python -m tokenwire.edge.openapi
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info tests/node/node_modules

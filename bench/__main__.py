@@ -237,7 +237,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp_dir:
         tmp = str(args.keep_logs or tmp_dir)
         Path(tmp).mkdir(parents=True, exist_ok=True)
-        valkey = ValkeyServer(host="127.0.0.1", maxclients=20000)
+        valkey = ValkeyServer(host="127.0.0.1", port=free_port(), maxclients=20000)
         valkey.start()
         try:
             for index, (scenario, design) in enumerate(runs, start=1):

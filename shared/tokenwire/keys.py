@@ -23,6 +23,7 @@ CANCEL_CHANNEL = "tw:cancel"
 API_KEYS = "tw:keys"
 
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KEY_ID = re.compile(r"^[a-z0-9]{16}$")
 
 
@@ -69,6 +70,34 @@ def idempotency(client_key: str, tenant: str | None = None) -> str:
     scoped = client_key if tenant is None else f"{tenant}\n{client_key}"
     digest = hashlib.sha256(scoped.encode()).hexdigest()
     return f"tw:idem:{digest}"
+
+
+# --- conversations ----------------------------------------------------------------------
+
+
+def new_conversation_id() -> str:
+    """Server-chosen conversation ids look like stream ids (clients may choose their own)."""
+    return secrets.token_urlsafe(16)
+
+
+def is_conversation_id(value: str) -> bool:
+    """A client-chosen conversation id: ``[A-Za-z0-9_-]{1,64}``."""
+    return bool(_CONVERSATION_ID.fullmatch(value))
+
+
+def _conversation_tag(tenant: str | None, conversation_id: str) -> str:
+    """Conversation ids are chosen by clients and scoped to a tenant: the hash
+    tag is a digest of both, so the same id of two tenants names two records
+    and client text never becomes part of a key."""
+    return hashlib.sha256(f"{tenant or ''}\n{conversation_id}".encode()).hexdigest()[:32]
+
+
+def conversation_keys(tenant: str | None, conversation_id: str) -> list[str]:
+    """The KEYS of every conversation script, in script order: the record (a
+    hash: tenant, active turn, ...) and its messages (a list of JSON); one
+    hash tag, so one Cluster slot."""
+    tag = _conversation_tag(tenant, conversation_id)
+    return [f"tw:conv:{{{tag}}}", f"tw:conv:{{{tag}}}:messages"]
 
 
 # --- API keys ---------------------------------------------------------------------------

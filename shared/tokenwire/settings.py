@@ -54,8 +54,6 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(64, ge=1)
     worker_claim_timeout_ms: int = Field(30_000, ge=100, description="idle time before reclaim")
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
-    worker_write_retry_seconds: float = Field(
-        30.0, ge=0, description="keep retrying a failed Redis write this long, then give up")
     consumer_name: str = Field(default_factory=_default_consumer_name)
 
     # Failure handling
@@ -82,6 +80,9 @@ class Settings(BaseSettings):
     )
     openai_timeout_seconds: float = Field(60.0, gt=0)
     default_model: str = "gpt-4o-mini"
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="the models this deployment serves (GET /v1/models); empty: the default")
     simulated_tokens_per_second: float = Field(40.0, gt=0)
     simulated_first_token_delay_ms: int = Field(150, ge=0)
 
@@ -120,8 +121,19 @@ class Settings(BaseSettings):
     idle_resync_seconds: float = Field(30.0, gt=0, description="re-check Redis when quiet")
     edge_redis_outage_seconds: float = Field(
         30.0, ge=0, description="hold open streams (pinging) this long while Redis is down")
+    edge_rebuild_grace_seconds: float = Field(
+        15.0, ge=0, description="after Redis came back or restarted, a missing stream record "
+                                "is answered as transient (being rebuilt) this long")
     watch_touch_seconds: float = Field(
         2.0, gt=0, description="how often an edge reports streams it is delivering")
+
+    # Conversations
+    conversation_max_messages: int = Field(
+        200, ge=2, description="history kept per conversation; older whole turns are dropped")
+    conversation_max_chars: int = Field(
+        100_000, ge=1000, description="characters kept per conversation (older whole turns go)")
+    conversation_ttl_seconds: int = Field(
+        7 * 86_400, ge=60, description="a conversation expires this long after its last change")
 
     # Security (README "Security")
     auth_disabled: bool = Field(
@@ -136,7 +148,10 @@ class Settings(BaseSettings):
     token_max_ttl_seconds: int = Field(
         86_400, ge=60, description="longest lifetime a request may ask for")
     admin_key: SecretStr | None = Field(
-        None, description="Bearer key of the admin API and /metrics (unset: neither is served)")
+        None, description="Bearer key of the admin API (unset: not served); at least 32 bytes")
+    metrics_key: SecretStr | None = Field(
+        None, description="Bearer key of /metrics (a scraper's credential, which cannot "
+        "mint API keys); unset: the admin key")
     metrics_public: bool = Field(False, description="serve /metrics to anyone")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS and the WebSocket check")
@@ -165,8 +180,8 @@ class Settings(BaseSettings):
             raise ValueError("read_block_ms must stay below redis_socket_timeout")
         return self
 
-    @field_validator("token_secret", "token_public_key", "admin_key", "demo_api_key",
-                     mode="before")
+    @field_validator("token_secret", "token_public_key", "admin_key", "metrics_key",
+                     "demo_api_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """``TOKENWIRE_ADMIN_KEY=`` (as compose writes an unset variable) is no key."""
@@ -174,12 +189,13 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("token_secret")
+    @field_validator("token_secret", "admin_key")
     @classmethod
     def _secret_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
-        # RFC 7518 3.2: an HS256 key of at least 256 bits.
+        # RFC 7518 3.2: an HS256 key of at least 256 bits; the admin key, which
+        # mints API keys on a public listener, no weaker.
         if secret is not None and len(secret.get_secret_value().encode()) < 32:
-            raise ValueError("TOKENWIRE_TOKEN_SECRET must be at least 32 bytes")
+            raise ValueError("must be at least 32 bytes")
         return secret
 
     @model_validator(mode="after")
@@ -188,9 +204,9 @@ class Settings(BaseSettings):
             raise ValueError("token_ttl_seconds must not exceed token_max_ttl_seconds")
         return self
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "models", mode="before")
     @classmethod
-    def _origins_from_text(cls, value: object) -> object:
+    def _list_from_text(cls, value: object) -> object:
         """``https://a.example,https://b.example`` or a JSON list."""
         if isinstance(value, str):
             text = value.strip()
@@ -206,6 +222,11 @@ class Settings(BaseSettings):
             if not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example[:port]")
         return [origin.lower() for origin in origins]
+
+    @property
+    def served_models(self) -> list[str]:
+        """What ``GET /v1/models`` lists: ``models``, or else the default model."""
+        return self.models or [self.default_model_name]
 
     @property
     def default_model_name(self) -> str:

@@ -9,6 +9,7 @@ and ``cancel``. Reads that must agree with each other (meta and text) are one
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ class StreamMeta:
     idle_cancel_ms: int | None = None  # the job's on_disconnect: cancel_after
     tenant: str | None = None  # who created it (None: with auth disabled)
     key_id: str | None = None  # the API key that created it (its limits count it)
+    conversation: str | None = None  # the conversation whose turn it is
+    facade: dict[str, Any] | None = None  # a protocol facade's request parameters
+    #: the attempt that began the current epoch: epochs of one stream are
+    #: ordered by it (a continued attempt keeps the epoch and this number)
+    epoch_attempt: int = 0
 
     @property
     def finished(self) -> bool:
@@ -81,6 +87,9 @@ class StreamMeta:
             final=Event("", 0, "", final).payload() if final else None,
             idle_cancel_ms=int(raw["idle_cancel_ms"]) if "idle_cancel_ms" in raw else None,
             tenant=raw.get("tenant"), key_id=raw.get("key_id"),
+            conversation=raw.get("conversation"),
+            facade=json.loads(raw["facade"]) if "facade" in raw else None,
+            epoch_attempt=int(raw.get("epoch_attempt", 0)),
         )
 
 

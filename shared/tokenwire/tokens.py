@@ -4,11 +4,10 @@ A token is a JWT (RFC 7519) so that a backend can mint its own with any JWT
 library, without calling the edge. Claims (README "Security"):
 
 =========  ==================================================================
-``sub``    the resource: ``stream:<stream id>`` (later kinds, e.g.
-           ``conversation:<id>``, use the same form)
+``sub``    the resource: ``stream:<stream id>`` or ``conversation:<id>``
 ``tenant`` the tenant that owns the resource
 ``scope``  space-separated: ``read`` (follow it: events, WebSocket, status),
-           ``cancel``; conversations will add ``write``
+           ``cancel``; and for a conversation ``write`` (post messages)
 ``aud``    ``TOKENWIRE_TOKEN_AUDIENCE`` (default ``tokenwire``)
 ``iat``    issued at (seconds); ``exp``: expiry (seconds), both required
 =========  ==================================================================
@@ -35,16 +34,22 @@ from tokenwire.settings import Settings
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 #: Every scope a stream token may carry.
 STREAM_SCOPES = frozenset({"read", "cancel"})
+#: Every scope a conversation token may carry.
+CONVERSATION_SCOPES = frozenset({"read", "write", "cancel"})
 _LEEWAY_SECONDS = 5  # clock skew between a minting backend and the edges
 
 
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
-    kind: str  # "stream"
+    kind: str  # "stream" or "conversation"
     resource_id: str
     tenant: str
     scopes: frozenset[str]
     expires_at: int
+
+    def expired(self) -> bool:
+        """Past ``exp`` (and its clock-skew leeway), as ``verify`` would judge it now."""
+        return time.time() > self.expires_at + _LEEWAY_SECONDS
 
 
 class TokenCodec:
@@ -82,7 +87,7 @@ class TokenCodec:
                                 options={"require": ["exp", "iat", "sub", "aud"]})
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("token_expired", "the token has expired") from exc
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:  # InvalidKeyError too: an alg that fits no key we hold
             raise Unauthorized("invalid_token", "the token is not valid for this service") from exc
         return _claims_of(claims)
 

@@ -51,6 +51,7 @@ if __name__ == "__main__":
     parser.add_argument("--logs", type=Path, help="keep process logs here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     logs = args.logs or Path(tempfile.mkdtemp(prefix="tokenwire-chaos-"))
     results = asyncio.run(main(args.only, args.fast, logs))
     sys.stdout.write(table(results) + "\n")

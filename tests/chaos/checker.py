@@ -87,8 +87,8 @@ def check(record: ClientRecord, model_output: str) -> Verdict:
         verdict.violations.append(f"{record.client} {record.stream_id[:8]}: {message}")
 
     for event in record.events:
-        if event.type == "error" and event.id is None:
-            continue  # slow_consumer: not part of the stream, the client resumes
+        if event.type == "reconnect" and event.id is None:
+            continue  # a notice that the connection ends early: the client resumes
         if verdict.terminal is not None:
             violation(f"{event.type} {event.id} after the terminal event")
             continue

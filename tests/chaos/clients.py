@@ -41,8 +41,9 @@ async def follow(
                     record.receive(event_id, event_type, data)
                     if event_type in ("done", "error") and event_id is not None:
                         return record
-                    if event_type == "error":
-                        break  # slow_consumer: resume
+                    if event_type == "reconnect":  # the response ends: come back later
+                        await asyncio.sleep(0.2)
+                        break
                     if random.random() < drop_probability:
                         break
         except (TimeoutError, aiohttp.ClientError, ConnectionError):

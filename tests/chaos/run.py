@@ -15,6 +15,7 @@ from tests.chaos.checker import ClientRecord, Verdict, check
 from tests.chaos.clients import follow
 from tests.chaos.cluster import Cluster
 from tests.support.fake_openai import completion_for
+from tests.support.httpx_follower import follow_with_httpx_sse
 
 if TYPE_CHECKING:  # scenarios.py imports this module
     from tests.chaos.scenarios import Scenario
@@ -86,6 +87,14 @@ class Run:
             self._clients.append(asyncio.create_task(follow(
                 self.session, self.cluster.edge_urls, record, drop_probability=drop,
                 deadline=deadline, first_edge=index)))
+
+    def watch_with_httpx_sse(self, stream_id: str, viewers: int = 1, *,
+                             deadline: float = 60.0) -> None:
+        """Attach ``viewers`` httpx-sse clients (the README-style resume loop)."""
+        for index in range(viewers):
+            record = ClientRecord(f"httpx-sse-c{len(self._clients)}", stream_id)
+            self._clients.append(asyncio.create_task(follow_with_httpx_sse(
+                self.cluster.edge_urls, record, deadline=deadline, first=index)))
 
     async def finish(self, *, expect: str = "done", code: str | None = None,
                      max_resets: int | None = None) -> list[Verdict]:

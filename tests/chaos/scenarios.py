@@ -170,6 +170,43 @@ async def poison_jobs_are_dead_lettered(run: Run) -> None:
                 f"dead letters {reasons}")
 
 
+async def sigterm_with_every_slot_busy(run: Run) -> None:
+    """A worker whose every slot is busy still drains on SIGTERM: intake stops,
+    its generations get the grace period (1 s), the rest are released."""
+    streams = [await run.create(run.prompt("#delay=150")) for _ in range(4)]  # ~9 s each
+    for stream_id in streams:
+        run.watch(stream_id, 1)
+    owners = {await run.cluster.owner(stream_id, min_seq=2) for stream_id in streams}
+    run.require(owners == {0, 1}, f"slots not all busy: owners {owners}")
+    terminated = time.monotonic()
+    run.cluster.signal_worker(0, signal.SIGTERM)
+    run.fault("SIGTERM worker0 with both of its slots busy (grace 1 s)")
+    worker = run.cluster.workers[0]
+    assert worker is not None
+    code = await asyncio.to_thread(worker.popen.wait, 30)
+    took = time.monotonic() - terminated
+    run.require(code == 0 and took < 5, f"worker0 exited {code} after {took:.1f} s")
+    run.cluster.start_worker(0)  # the deploy's new pod takes the released jobs
+    await run.finish(max_resets=1)
+
+
+async def poisoned_live_messages(run: Run) -> None:
+    """Garbage on a stream's live channel: logged and skipped by every edge's
+    hub; clients see no difference (the stream in Redis is the truth)."""
+    streams = [await run.create(run.prompt("#delay=40")) for _ in range(2)]
+    for stream_id in streams:
+        run.watch(stream_id, 2, drop=0.0)
+        run.watch_with_httpx_sse(stream_id, 1)
+    await run.cluster.owner(streams[0], min_seq=3)
+    for stream_id in streams:
+        for poison in ("garbage", "x.y token {}", "1.2"):
+            await run.cluster.redis.spublish(f"tw:{{{stream_id}}}:live", poison)
+    run.fault("malformed messages published on live channels")
+    await run.finish(max_resets=0)
+    run.require("malformed live message skipped" in run.cluster.logs("edge"),
+                "no edge saw the poison")
+
+
 async def sigterm_releases_jobs(run: Run) -> None:
     long = await run.create(run.prompt("#delay=60"))
     run.watch(long, 2)
@@ -221,27 +258,51 @@ async def redis_loses_its_last_writes(run: Run) -> None:
     run.require(any(v.resets for v in verdicts), "no client saw the loss (no reset)")
 
 
-async def redis_unreachable(run: Run, seconds: float) -> None:
+async def redis_away(run: Run, seconds: float, *, back_empty: bool = False) -> None:
+    """Valkey frozen (SIGSTOP: unreachable, then back with its data), or killed
+    and restarted empty. Half the clients are httpx-sse, which sees only what
+    the edge sends: held, then 200 + a reconnect notice while Redis is away
+    (never a status to give up on). Back empty, every job a worker held is
+    rebuilt from it: one reset, the whole answer."""
     streams = [await run.create(run.prompt("#delay=40")) for _ in range(3)]
     for stream_id in streams:
-        run.watch(stream_id, 2, deadline=seconds + 60)
+        run.watch(stream_id, 1, deadline=seconds + 60)
+        run.watch_with_httpx_sse(stream_id, 1, deadline=seconds + 60)
     await run.cluster.owner(streams[0], min_seq=5)
-    run.cluster.valkey.signal(signal.SIGSTOP)
-    run.fault(f"Valkey frozen (SIGSTOP) for {seconds:.0f} s")
+    if back_empty:
+        run.cluster.valkey.kill()
+        run.fault(f"kill -9 Valkey, down {seconds:.0f} s, restarted empty")
+    else:
+        run.cluster.valkey.signal(signal.SIGSTOP)
+        run.fault(f"Valkey frozen (SIGSTOP) for {seconds:.0f} s")
     await asyncio.sleep(seconds)
-    run.cluster.valkey.signal(signal.SIGCONT)
-    await run.finish(max_resets=1)
-    after = await run.create(run.prompt())
-    run.watch(after, 1)
+    if back_empty:
+        run.cluster.valkey.start(empty=True)
+        await run.cluster.valkey.wait_ready()
+    else:
+        run.cluster.valkey.signal(signal.SIGCONT)
+    verdicts = await run.finish(max_resets=1)
+    if back_empty:
+        run.require(all(v.resets == 1 for v in verdicts), "a rebuilt stream came without reset")
+    after = await run.create(run.prompt())  # back empty: the consumer group was recreated
+    run.watch_with_httpx_sse(after, 1)
     await run.finish(max_resets=0)
 
 
 async def redis_unreachable_5s(run: Run) -> None:
-    await redis_unreachable(run, 5)
+    await redis_away(run, 5)
 
 
 async def redis_unreachable_60s(run: Run) -> None:
-    await redis_unreachable(run, 60)
+    await redis_away(run, 60)
+
+
+async def redis_down_past_the_hold(run: Run) -> None:
+    await redis_away(run, 4, back_empty=True)
+
+
+async def redis_down_40s(run: Run) -> None:
+    await redis_away(run, 40, back_empty=True)
 
 
 async def redis_out_of_memory(run: Run) -> None:
@@ -442,6 +503,16 @@ SCENARIOS = (
     Scenario("redis-unreachable-60s", "10 Redis unreachable 60 s", redis_unreachable_60s,
              budget=200, settings={"TOKENWIRE_WORKER_CLAIM_TIMEOUT_MS": "3000"}),
     Scenario("redis-out-of-memory", "11 Redis out of memory", redis_out_of_memory),
+    Scenario("redis-down-past-hold-empty", "#10 Redis down past the edge's hold, back empty",
+             redis_down_past_the_hold, fast=True,
+             settings={"TOKENWIRE_EDGE_REDIS_OUTAGE_SECONDS": "1"}),
+    Scenario("redis-down-40s-empty", "#10 Redis down 40 s, back empty: no job lost",
+             redis_down_40s, budget=180),
+    Scenario("worker-sigterm-slots-busy", "#10 SIGTERM a worker with every slot busy",
+             sigterm_with_every_slot_busy,
+             settings={"TOKENWIRE_WORKER_CONCURRENCY": "2",
+                       "TOKENWIRE_WORKER_CLAIM_TIMEOUT_MS": "10000"}),
+    Scenario("poisoned-live-messages", "#10 malformed live messages", poisoned_live_messages),
     Scenario("edge-killed-under-load", "12 edge killed under load", edge_killed_under_load,
              fast=True),
     Scenario("cursors-that-cannot-continue", "13 other-epoch/ahead/trimmed/expired cursors",

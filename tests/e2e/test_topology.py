@@ -63,7 +63,7 @@ APP_ORIGIN = "http://app.example"
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     logs = tmp_path_factory.mktemp("e2e-logs")
-    valkey = ValkeyServer(host="127.0.0.1")
+    valkey = ValkeyServer(host="127.0.0.1", port=free_port())
     valkey.start()
     llm_port = free_port()
     processes: list[Process] = []

@@ -24,6 +24,7 @@ from tests.integration.edge_support import (
 from tests.support.streams import begin_attempt
 from tokenwire import keys
 from tokenwire.client import ClientEvent, Transcript, parse_sse
+from tokenwire.edge import keys as appkeys
 from tokenwire.edge.app import create_app
 from tokenwire.events import dumps
 from tokenwire.settings import Settings
@@ -88,22 +89,37 @@ async def test_create_then_stream_delivers_the_exact_text(client: EdgeClient) ->
     assert {"duration_ms", "tokens_per_second", "usage"} <= done.keys()
 
 
-async def test_sse_wire_format(client: EdgeClient) -> None:
-    stream_id = await create(client)
-    response = await client.get(f"/v1/streams/{stream_id}/events")
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    assert response.headers["Cache-Control"] == "no-cache"
-    assert response.headers["X-Accel-Buffering"] == "no"
-    head = await response.content.readuntil(b"\r\n\r\n")
-    retry = int(head.decode().removeprefix("retry: ").strip())
-    assert 1000 <= retry <= 3000  # 2000 ms ± 50 %
-    first = (await response.content.readuntil(b"\r\n\r\n")).decode()
-    lines = first.split("\r\n")
-    assert lines[0].startswith("id: ") and lines[0].endswith(".1")
-    assert lines[1] == "event: start"
-    assert lines[2].startswith("data: {") and json.loads(lines[2][6:])["stream_id"] == stream_id
-    assert lines[3:] == ["", ""]
-    response.close()
+async def test_sse_wire_format(redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+                               ) -> None:
+    """The exact bytes: ``retry:`` inside the first event's block, heartbeats as
+    comment lines with no blank line after them, and no block without data."""
+    settings = make_settings(redis_url, simulated_tokens_per_second=100.0,
+                             default_buffer="none", sse_ping_seconds=0.02)
+    async with running_worker(redis, settings):
+        client = await aiohttp_client(create_app(settings))
+        stream_id = await create(client)
+        response = await client.get(f"/v1/streams/{stream_id}/events")
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert response.headers["Cache-Control"] == "no-cache"
+        assert response.headers["X-Accel-Buffering"] == "no"
+        body = (await response.read()).decode()
+    assert body.endswith("\r\n\r\n")
+    blocks = [block.split("\r\n") for block in body.removesuffix("\r\n\r\n").split("\r\n\r\n")]
+    pings = 0
+    for index, lines in enumerate(blocks):
+        while lines[0] == ": ping":  # a heartbeat: one comment line, then the next block
+            pings += 1
+            lines.pop(0)
+        if index == 0:
+            retry = int(lines.pop(0).removeprefix("retry: "))
+            assert 1000 <= retry <= 3000  # 2000 ms ± 50 %
+        assert [line.split(": ", 1)[0] for line in lines] == ["id", "event", "data"], lines
+        assert lines[0].removeprefix("id: ").endswith(f".{index + 1}")
+        json.loads(lines[2].removeprefix("data: "))
+    assert pings > 0, "no heartbeat in a stream that lasts > 1 s"
+    assert blocks[0][1:] == ["event: start", blocks[0][2]]
+    assert json.loads(blocks[0][2].removeprefix("data: "))["stream_id"] == stream_id
+    assert blocks[-1][1] == "event: done"
 
 
 async def test_start_data_names_model_epoch_and_attempt(client: EdgeClient) -> None:
@@ -445,7 +461,7 @@ async def error_of(response: Any) -> tuple[int, str]:
     ({"json": {"prompt": ""}}, 422, "invalid_job"),
     ({"json": {"prompt": "x", "temperature": 9}}, 422, "invalid_job"),
     ({"json": {"prompt": "x", "max_tokens": 10**9}}, 422, "invalid_job"),
-    ({"json": {"prompt": "\ud800"}}, 422, "invalid_job"),
+    ({"json": {"prompt": "\ud800"}}, 400, "malformed_json"),  # a lone surrogate escape
     # What the OpenAPI document says is not an integer or a number is not one:
     # no coercion from strings or booleans.
     ({"json": {"prompt": "x", "max_tokens": "5"}}, 422, "invalid_job"),
@@ -542,5 +558,74 @@ async def test_demo_page_is_served(client: EdgeClient) -> None:
     assert response.status == 200
     assert '<script type="module" src="/demo.js">' in await response.text()
     script = await (await client.get("/demo.js")).text()
-    assert 'from "/v1/client.js"' in script and 'CREATE_URL = "/demo/streams"' in script
+    assert 'from "/v1/client.js"' in script and 'START_URL = "/demo/conversations"' in script
     assert "new EventSource(" in await (await client.get("/v1/client.js")).text()
+
+
+# --- transient answers: 200 + retry: for event streams, the status for JSON -------------
+
+
+def reconnect_notice(body: str) -> tuple[int, dict[str, Any]]:
+    """(retry ms, data) of a response that holds only a reconnect notice."""
+    lines = body.split("\r\n")
+    assert lines[1:3] == ["event: reconnect", lines[2]] and lines[3:] == ["", ""], body
+    assert not any(line.startswith("id:") for line in lines)
+    return int(lines[0].removeprefix("retry: ")), json.loads(lines[2].removeprefix("data: "))
+
+
+async def test_a_draining_edge_asks_event_streams_to_come_back(idle_client: EdgeClient) -> None:
+    stream_id = await create(idle_client)
+    idle_client.app[appkeys.LIFECYCLE].draining = True
+    events = await idle_client.get(f"/v1/streams/{stream_id}/events")
+    assert events.status == 200 and events.content_type == "text/event-stream"
+    retry_ms, data = reconnect_notice(await events.text())
+    assert data["reason"] == "draining" and 1000 <= retry_ms <= 1500  # Retry-After: 1
+    one_request = await idle_client.post("/v1/streams", json={"prompt": "x"},
+                                         headers={"Accept": "text/event-stream"})
+    assert one_request.status == 200
+    assert reconnect_notice(await one_request.text())[1]["reason"] == "draining"
+    as_json = await idle_client.post("/v1/streams", json={"prompt": "x"})
+    assert await error_of(as_json) == (503, "draining")
+    assert as_json.headers["Retry-After"] == "1"
+    socket = await idle_client.get(f"/v1/streams/{stream_id}/ws")
+    assert await error_of(socket) == (503, "draining")  # no browser reconnects a WebSocket
+
+
+async def test_a_full_queue_asks_an_event_stream_request_to_come_back(
+    redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=1)))
+    await create(client)
+    response = await client.post("/v1/streams", json={"prompt": "one too many"},
+                                 headers={"Accept": "text/event-stream"})
+    assert response.status == 200
+    retry_ms, data = reconnect_notice(await response.text())
+    assert data["reason"] == "queue_full" and 2000 <= retry_ms <= 3000  # Retry-After: 2
+
+
+async def test_a_cursor_on_an_unknown_stream_is_answered_at_once(
+    idle_client: EdgeClient, redis: Redis
+) -> None:
+    """410 without polling Redis for the record (one HGETALL a request)."""
+    def hgetall_calls(stats: dict[str, Any]) -> int:
+        return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+
+    before = hgetall_calls(await redis.info("commandstats"))
+    for _ in range(10):
+        response = await idle_client.get("/v1/streams/" + keys.new_stream_id() + "/events",
+                                         headers={"Last-Event-ID": "ab12.3"})
+        assert await error_of(response) == (410, "gone")
+    assert hgetall_calls(await redis.info("commandstats")) - before == 10
+
+
+async def test_websockets_are_pinged_by_the_edge(redis: Redis, redis_url: str,
+                                                 aiohttp_client: ClientFactory) -> None:
+    """One ticker pings every WebSocket (aiohttp's per-socket heartbeat is off)."""
+    client = await aiohttp_client(create_app(make_settings(redis_url, ws_heartbeat_seconds=0.05)))
+    stream_id = await create(client)  # no worker: the stream stays queued, the socket idle
+    ws = await client.ws_connect(f"/v1/streams/{stream_id}/ws", autoping=False)
+    try:
+        message = await asyncio.wait_for(ws.receive(), 5)
+    finally:
+        await ws.close()
+    assert message.type == WSMsgType.PING

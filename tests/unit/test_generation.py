@@ -252,3 +252,40 @@ async def test_an_upstream_failure_reaches_clients_as_a_fixed_message() -> None:
     assert ending.kind == "error" and sink.terminal is not None
     assert sink.terminal[1] == {"code": "upstream_failed", "message": "the model call failed",
                                 "retryable": False}
+
+
+async def test_a_stalled_sink_stops_the_model_being_read_ahead_without_bound() -> None:
+    """Redis unreachable: the sink's write waits (it retries until Redis
+    answers). The model is read only a bounded number of deltas ahead, then
+    held back; when the write goes through, nothing was lost."""
+    from tokenwire.worker.generation import READ_AHEAD
+
+    read = 0
+    unblock = asyncio.Event()
+
+    class CountingProvider(ScriptedProvider):
+        async def stream(self, job: Job, prefix: str = "") -> AsyncIterator[Delta]:
+            nonlocal read
+            for index in range(READ_AHEAD * 4):
+                read += 1
+                yield Delta(text=f"{index} ")
+            yield Delta(finish_reason="stop")
+
+    class StalledSink(ListSink):
+        async def token(self, content: str, count: int) -> bool:
+            await unblock.wait()
+            return await super().token(content, count)
+
+    sink = StalledSink()
+    generation = asyncio.create_task(
+        Generation(job(), CountingProvider(), make_buffer("none", 10, 64), sink).run())
+    async with asyncio.timeout(5):  # the reader runs until it is held back
+        while True:
+            before = read
+            await asyncio.sleep(0.05)
+            if read == before and read > 0:
+                break
+    assert read <= READ_AHEAD + 2, read
+    unblock.set()
+    assert (await generation).kind == "done"
+    assert sink.text == "".join(f"{index} " for index in range(READ_AHEAD * 4))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tokenwire.edge.hub import Subscription
+from tokenwire.edge.subscription import Subscription
 from tokenwire.events import Event
 
 

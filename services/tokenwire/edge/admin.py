@@ -44,6 +44,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     key_id = request.match_info["key_id"]
     if not await request.app[appkeys.KEY_STORE].revoke(key_id):
         raise KeyNotFound()
+    request.app[appkeys.AUTH].forget_key(key_id)  # at once here; other edges within their TTL
     log.info("API key revoked", extra={"key_id": key_id})
     return web.json_response({"key_id": key_id, "revoked": True})
 

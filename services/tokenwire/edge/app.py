@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from tokenwire.apikeys import KeyStore
+from tokenwire.conversations import ConversationStore
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Authenticator, KeyCache, auth_problem
 from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.errors import WS_SERVICE_RESTART, error_middleware
 from tokenwire.edge.hub import Hub
+from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
+from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.routes import setup_routes
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.limits import KeyLimiter
 from tokenwire.redis_client import create_redis
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
+from tokenwire.supervision import start_supervised
+
+log = logging.getLogger(__name__)
 
 
 class InsecureSettings(ValueError):
@@ -46,11 +54,13 @@ def create_app(settings: Settings, redis: Redis | None = None) -> web.Applicatio
 
 def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
     async def context(app: web.Application) -> AsyncIterator[None]:
+        # Nothing here waits for Redis: the edge starts (unready) while it is down.
         settings = app[appkeys.SETTINGS]
         redis = shared if shared is not None else create_redis(
             settings, "tw-edge", settings.edge_redis_max_connections)
         hub = Hub(redis, settings.subscriber_queue_size)
         store = StreamStore(redis, settings)
+        conversations = ConversationStore(redis, settings)
         viewers = ViewerReporter(store, settings.watch_touch_seconds)
         key_store = KeyStore(redis)
         auth = Authenticator(settings, KeyCache(key_store, settings.key_cache_seconds))
@@ -60,18 +70,38 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
         app[appkeys.KEY_STORE] = key_store
         app[appkeys.LIMITER] = limiter
         app[appkeys.CONNECTIONS] = connections
+        heartbeat = Heartbeat(settings.sse_ping_seconds)
+        ws_heartbeat = Heartbeat(settings.ws_heartbeat_seconds)
+
+        async def load_scripts() -> None:
+            try:
+                await store.load_scripts()
+                await limiter.load_scripts()
+                await conversations.load_scripts()
+            except ResponseError as exc:  # e.g. out of memory: scripts load on first use
+                log.warning("could not preload scripts: %s", exc)
+
+        watch = RedisWatch(redis, load_scripts)
         app[appkeys.REDIS] = redis
         app[appkeys.STORE] = store
+        app[appkeys.CONVERSATIONS] = conversations
         app[appkeys.HUB] = hub
         app[appkeys.VIEWERS] = viewers
+        app[appkeys.REDIS_WATCH] = watch
+        app[appkeys.HEARTBEAT] = heartbeat
+        app[appkeys.WS_HEARTBEAT] = ws_heartbeat
         app[appkeys.METRICS].watch_hub(lambda: hub.channels, lambda: hub.subscribers,
                                        lambda: hub.messages_received)
-        await hub.start()
-        await store.load_scripts()
-        await limiter.load_scripts()
+        hub.start()
         viewers.start()
         connections.start()
+        tasks = [start_supervised("redis-watch", watch.run),
+                 start_supervised("sse-heartbeat", heartbeat.run),
+                 start_supervised("ws-heartbeat", ws_heartbeat.run)]
         yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await connections.close()
         await viewers.close()
         await hub.close()

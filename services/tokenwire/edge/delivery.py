@@ -5,14 +5,19 @@ frames for a client that falls behind) and writes the outbox to the socket
 with a send timeout. Outcomes, and what the client sees:
 
 - the terminal event was sent: SSE ends / WebSocket closes 1000;
-- the client is a slow consumer: SSE ``error`` event ``slow_consumer``
-  (retryable, no ``id``: the client's cursor stays at what it received) /
-  WebSocket close 4408; it resumes from its cursor;
-- Redis failed mid-stream: the client is held (pings continue) while the
-  follower retries; after ``edge_redis_outage_seconds`` the response ends
-  without a terminal event (WebSocket 1011) and the client resumes on any edge;
-- the edge drains: SSE ends with a ``retry:`` spread over the drain window /
-  WebSocket close 1012.
+- anything else ends an SSE response with a ``reconnect`` notice (``retry:``,
+  ``event: reconnect``, ``{"reason", "message"}``, no ``id``: the client's
+  cursor stays at what it received; see ``sse``), and the client resumes
+  from its cursor on any edge:
+  - the client is a slow consumer: reason ``slow_consumer`` / WebSocket 4408;
+  - Redis failed mid-stream: the client is held (pings continue) while the
+    follower retries; after ``edge_redis_outage_seconds``: reason
+    ``redis_unavailable`` / WebSocket 1011;
+  - the stream's record vanished (Redis restarted empty): reason
+    ``record_missing`` / WebSocket 1011; the reconnect learns whether it is
+    being rebuilt;
+  - the edge drains: reason ``draining``, with a ``retry:`` spread over the
+    drain window / WebSocket 1012.
 """
 
 from __future__ import annotations
@@ -26,26 +31,19 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
-from aiohttp_sse import EventSourceResponse, sse_response
 
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.direct import DirectSse, DirectWebSocket, DirectWriter
 from tokenwire.edge.errors import WS_NORMAL, WS_SLOW_CONSUMER, WS_TRY_AGAIN
-from tokenwire.edge.follower import Follower
+from tokenwire.edge.follower import Follower, RecordMissing
+from tokenwire.edge.keepalive import abort_unacknowledged_after
 from tokenwire.edge.outbox import Outbox, SlowConsumer
-from tokenwire.events import Event, dumps
+from tokenwire.edge.sse import SseResponse, jittered_retry_ms, reconnect_notice, retry_field
+from tokenwire.events import Event
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.settings import Settings
 
 log = logging.getLogger(__name__)
-
-SLOW_CONSUMER_DATA = dumps({"code": "slow_consumer", "retryable": True,
-                            "message": "the connection fell behind; resume from your cursor"})
-
-
-def jittered_retry_ms(base_ms: int) -> int:
-    """Spread reconnects: ``base`` ±50 %."""
-    return int(base_ms * random.uniform(0.5, 1.5))
 
 
 def drain_retry_ms(settings: Settings) -> int:
@@ -83,7 +81,7 @@ async def relay(follower: Follower, settings: Settings,
                     outage_began = None
                     await outbox.put(event)
                 return
-            except SlowConsumer as exc:
+            except (SlowConsumer, RecordMissing) as exc:
                 outbox.fail(exc)
                 return
             except TRANSPORT_ERRORS as exc:
@@ -125,52 +123,59 @@ async def send_sse(
     settings = app[appkeys.SETTINGS]
     metrics = app[appkeys.METRICS]
     lifecycle = app[appkeys.LIFECYCLE]
+    heartbeat = app[appkeys.HEARTBEAT]
     task = asyncio.current_task()
     if task is not None:
         lifecycle.sse_tasks.add(task)
-    metrics.connections.labels("sse").inc()
     sent = metrics.events_sent_to("sse")
+    response = SseResponse(headers, settings.send_timeout_seconds)
+    await response.prepare(request)
+    # retry: rides in the first event's block, whichever path writes it first.
+    socket = DirectSse(request, response, sent,
+                       head=retry_field(jittered_retry_ms(settings.sse_retry_ms)))
 
     async def send(batch: list[Event]) -> None:
-        await response.write(b"".join(event.sse_bytes() for event in batch))
+        await response.write(socket.take_head() + b"".join(e.sse_bytes() for e in batch))
         sent.inc(len(batch))
 
+    metrics.connections.labels("sse").inc()
+    heartbeat.add(socket)
+    retry_ms = jittered_retry_ms(settings.sse_retry_ms)
     try:
-        async with sse_response(
-            request, ping_interval=settings.sse_ping_seconds, headers=headers,
-            send_timeout=settings.send_timeout_seconds,
-            allow_all_methods=True,  # POST /v1/streams may answer with the stream itself
-        ) as response:
-            await _write_retry(response, jittered_retry_ms(settings.sse_retry_ms))
-            try:
-                outbox = await relay(follower, settings, send,
-                                     DirectSse(request, response, sent))
-                metrics.frames_merged.inc(outbox.merged)
-            except SlowConsumer:
-                log.info("slow consumer disconnected", extra={"stream_id": follower.stream_id})
-                metrics.slow_consumers.inc()
-                with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
-                    await response.send(SLOW_CONSUMER_DATA, event="error")
-            except ConnectionResetError:
-                pass  # the client left (before TRANSPORT_ERRORS: it is a ConnectionError)
-            except TRANSPORT_ERRORS as exc:
-                log.warning("redis failed mid-stream, client will resume: %s", exc,
-                            extra={"stream_id": follower.stream_id})
-            except asyncio.CancelledError:
-                if not lifecycle.draining or task is None:
-                    raise
-                # The drain cancelled us on purpose: absorb it so the response
-                # ends properly (aiohttp-sse re-raises while a cancel is pending).
-                task.uncancel()
-                await _write_retry(response, drain_retry_ms(settings))
+        try:
+            outbox = await relay(follower, settings, send, socket)
+            metrics.frames_merged.inc(outbox.merged)
+            return response
+        except SlowConsumer:
+            log.info("slow consumer disconnected", extra={"stream_id": follower.stream_id})
+            metrics.slow_consumers.inc()
+            notice = reconnect_notice("slow_consumer", "the connection fell behind", retry_ms)
+        except ConnectionResetError:
+            return response  # the client left (before TRANSPORT_ERRORS: a ConnectionError)
+        except TRANSPORT_ERRORS as exc:
+            log.warning("redis failed mid-stream, client will resume: %s", exc,
+                        extra={"stream_id": follower.stream_id})
+            notice = reconnect_notice("redis_unavailable", "the message broker is unreachable",
+                                      retry_ms)
+        except RecordMissing:
+            log.warning("stream record vanished mid-stream",
+                        extra={"stream_id": follower.stream_id})
+            notice = reconnect_notice("record_missing", "Redis lost this stream's record",
+                                      retry_ms)
+        except asyncio.CancelledError:
+            if not lifecycle.draining or task is None:
+                raise
+            # The drain cancelled us on purpose: absorb it so the response ends properly.
+            task.uncancel()
+            notice = reconnect_notice("draining", "this edge is restarting",
+                                      drain_retry_ms(settings))
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            async with asyncio.timeout(settings.send_timeout_seconds):
+                await response.write(notice)
         return response
     finally:
+        heartbeat.discard(socket)
         metrics.connections.labels("sse").dec()
-
-
-async def _write_retry(response: EventSourceResponse, retry_ms: int) -> None:
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await response.write(f"retry: {retry_ms}\r\n\r\n".encode())
 
 
 async def send_websocket(
@@ -184,14 +189,19 @@ async def send_websocket(
     metrics = app[appkeys.METRICS]
     # No permessage-deflate: token frames are tens of bytes, and uncompressed
     # frames can be encoded once per event and written from the hub (``direct``).
-    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, compress=False)
+    # No aiohttp heartbeat: the edge's one WebSocket ``Heartbeat`` pings, and the
+    # kernel drops a peer that stops acknowledging (see ``keepalive``).
+    ws = web.WebSocketResponse(heartbeat=None, compress=False)
     await ws.prepare(request)
     if follower is None:
         await ws.close(code=WS_NORMAL, message=b"stream complete")
         return ws
+    abort_unacknowledged_after(request, settings.send_timeout_seconds)
+    socket = DirectWebSocket(request, ws, metrics.events_sent_to("ws"))
     metrics.connections.labels("ws").inc()
-    pump = asyncio.create_task(_pump_websocket(request, ws, follower))
+    pump = asyncio.create_task(_pump_websocket(request, ws, follower, socket))
     app[appkeys.LIFECYCLE].websockets.add(ws)
+    app[appkeys.WS_HEARTBEAT].add(socket)
     try:
         async for message in ws:
             if message.type != WSMsgType.TEXT:
@@ -203,6 +213,7 @@ async def send_websocket(
             if isinstance(command, dict) and command.get("type") == "cancel":
                 await cancel()
     finally:
+        app[appkeys.WS_HEARTBEAT].discard(socket)
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
@@ -210,8 +221,8 @@ async def send_websocket(
     return ws
 
 
-async def _pump_websocket(request: web.Request, ws: web.WebSocketResponse, follower: Follower
-                          ) -> None:
+async def _pump_websocket(request: web.Request, ws: web.WebSocketResponse, follower: Follower,
+                          socket: DirectWebSocket) -> None:
     app = request.app
     settings = app[appkeys.SETTINGS]
     metrics = app[appkeys.METRICS]
@@ -224,7 +235,7 @@ async def _pump_websocket(request: web.Request, ws: web.WebSocketResponse, follo
 
     code, reason = WS_NORMAL, b"stream complete"
     try:
-        outbox = await relay(follower, settings, send, DirectWebSocket(request, ws, sent))
+        outbox = await relay(follower, settings, send, socket)
         metrics.frames_merged.inc(outbox.merged)
     except SlowConsumer:
         metrics.slow_consumers.inc()
@@ -232,8 +243,11 @@ async def _pump_websocket(request: web.Request, ws: web.WebSocketResponse, follo
     except ConnectionResetError:
         return  # the client left (before TRANSPORT_ERRORS: it is a ConnectionError)
     except TRANSPORT_ERRORS as exc:
-        log.warning("redis failed mid-stream, client will resume: %s", exc)
+        log.warning("redis failed mid-stream, client will resume: %s", exc,
+                    extra={"stream_id": follower.stream_id})
         code, reason = WS_TRY_AGAIN, b"broker unavailable, resume"
+    except RecordMissing:
+        code, reason = WS_TRY_AGAIN, b"stream record missing, resume"
     with contextlib.suppress(ConnectionError, TimeoutError):
         async with asyncio.timeout(settings.send_timeout_seconds):
             await ws.close(code=code, message=reason)

@@ -22,6 +22,7 @@ from typing import Protocol
 from aiohttp import web
 from prometheus_client import Counter
 
+from tokenwire.edge.sse import PING
 from tokenwire.events import Event
 
 
@@ -55,18 +56,46 @@ class _Direct:
 
 class DirectSse(_Direct):
     """One prepared SSE response (after ``prepare``: its headers say how aiohttp
-    frames the body — HTTP/1.1 chunked, HTTP/1.0 raw until the connection closes)."""
+    frames the body — HTTP/1.1 chunked, HTTP/1.0 raw until the connection closes).
 
-    __slots__ = ("_chunked",)
+    ``head`` goes in front of whichever frame is written first, by this path or
+    the writer's (``take_head``): the ``retry:`` field, inside the first
+    event's block, never a block of its own (see ``sse``). ``ping`` is the
+    edge heartbeat's write."""
 
-    def __init__(self, request: web.Request, response: web.StreamResponse, sent: Counter
-                 ) -> None:
+    __slots__ = ("_chunked", "_ping_frame", "head")
+
+    def __init__(self, request: web.Request, response: web.StreamResponse, sent: Counter,
+                 head: bytes = b"") -> None:
         super().__init__(request, sent)
         self._chunked = response.headers.get("Transfer-Encoding") == "chunked"
+        self._ping_frame = self._framed(PING)
+        self.head = head
+
+    def take_head(self) -> bytes:
+        head, self.head = self.head, b""
+        return head
+
+    def ping(self) -> None:
+        """A heartbeat comment line, unless the socket is gone or still has
+        bytes waiting (then the connection is not idle anyway)."""
+        transport = self._transport
+        if (self.open and transport is not None and not transport.is_closing()
+                and not transport.get_write_buffer_size()):
+            transport.write(self._ping_frame)
 
     def _frame(self, event: Event) -> bytes:
         frame = event.sse_bytes()
-        return b"%x\r\n%b\r\n" % (len(frame), frame) if self._chunked else frame
+        if self.head:
+            frame = self.take_head() + frame
+        return self._framed(frame)
+
+    def _framed(self, body: bytes) -> bytes:
+        return b"%x\r\n%b\r\n" % (len(body), body) if self._chunked else body
+
+
+#: A server's ping frame: FIN + opcode 9, no payload, unmasked (RFC 6455, 5.5.2).
+WS_PING_FRAME = b"\x89\x00"
 
 
 class DirectWebSocket(_Direct):
@@ -83,6 +112,13 @@ class DirectWebSocket(_Direct):
 
     def write_now(self, event: Event) -> bool:
         return not self._ws.closed and super().write_now(event)  # nothing after a close
+
+    def ping(self) -> None:
+        """A ping frame (the edge's WebSocket heartbeat); browsers answer pong."""
+        transport = self._transport
+        if (self.open and not self._ws.closed and transport is not None
+                and not transport.is_closing() and not transport.get_write_buffer_size()):
+            transport.write(WS_PING_FRAME)
 
     def _frame(self, event: Event) -> bytes:
         payload = event.ws_bytes()

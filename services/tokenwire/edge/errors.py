@@ -1,4 +1,17 @@
-"""Domain errors → HTTP, in one table; every error body is ``{"error": {"code", "message"}}``."""
+"""Domain errors → HTTP, in one table; every error body is ``{"error": {"code", "message"}}``.
+
+Transient conditions — Redis unreachable, the edge draining or starting, Redis
+out of memory, a limit reached, a stream being rebuilt (``TRANSIENT``: the
+503s and 429s) — are answered differently to an SSE request (``Accept:
+text/event-stream``, or the events route): a browser's ``EventSource`` gives
+up for good on any status but 200, so they get a 200 event stream holding only
+a ``reconnect`` notice whose ``retry:`` says what ``Retry-After`` would have
+said, and the browser comes back by itself. JSON clients keep the status and
+``Retry-After``. Final answers stay final for everyone, because retrying the
+same request cannot change them: 400 (malformed), 401 (credentials), 404 (no
+such stream), 410 (its record expired), 204 (the client has everything), and
+the other 4xx.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +21,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tokenwire.edge.follower import StreamComplete
+from tokenwire.edge.sse import transient_answer
 from tokenwire.errors import (
+    Conflict,
+    ConversationNotFound,
     Forbidden,
     InvalidValue,
     KeyNotFound,
     MalformedRequest,
+    NotFound,
     OverLimit,
     PayloadTooLarge,
     RequestTimeout,
@@ -33,7 +50,10 @@ HTTP_STATUS: dict[type[TokenwireError], int] = {
     Forbidden: 403,
     StreamNotFound: 404,
     KeyNotFound: 404,
+    ConversationNotFound: 404,
+    NotFound: 404,
     RequestTimeout: 408,
+    Conflict: 409,
     StreamGone: 410,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
@@ -47,8 +67,13 @@ WS_NORMAL = 1000  # the terminal event was sent
 WS_TRY_AGAIN = 1011  # Redis failed mid-stream
 WS_SERVICE_RESTART = 1012  # the edge is draining
 WS_SLOW_CONSUMER = 4408  # the client fell too far behind
+WS_UNAUTHORIZED = 4401  # its token expired: reconnect with a fresh one (no resume of commands)
 
 _AIOHTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+#: Routes that always answer with an event stream (``routes.py`` names them).
+SSE_ROUTES = frozenset({"stream-events"})
+TRANSIENT: tuple[type[TokenwireError], ...] = (Unavailable, OverLimit)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,6 +91,16 @@ def error_response(
     return response
 
 
+def wants_event_stream(request: web.Request) -> bool:
+    route = request.match_info.route.name
+    return route in SSE_ROUTES or "text/event-stream" in request.headers.get("Accept", "")
+
+
+def status_of(exc: TokenwireError) -> int:
+    """The HTTP status of a domain error (the one table above)."""
+    return next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 500)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -73,7 +108,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except StreamComplete:
         return web.Response(status=204)
     except TokenwireError as exc:
-        status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 500)
+        if isinstance(exc, TRANSIENT) and wants_event_stream(request):
+            return transient_answer(exc.code, exc.message, exc.retry_after)
+        status = status_of(exc)
         details = exc.details if isinstance(exc, InvalidValue) else None
         response = error_response(status, exc.code, exc.message, retry_after=exc.retry_after,
                                   details=details)
@@ -90,5 +127,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except TRANSPORT_ERRORS as exc:
         log.warning("redis unavailable: %s", exc)
-        return error_response(503, "redis_unavailable", "the message broker is unreachable",
-                              retry_after=1)
+        message = "the message broker is unreachable"
+        if wants_event_stream(request):
+            return transient_answer("redis_unavailable", message, 1)
+        return error_response(503, "redis_unavailable", message, retry_after=1)

@@ -10,36 +10,51 @@ Positions (DESIGN.md "Resume: the cursor"): after ``E.n`` the client gets
 ``n+1, n+2, …`` of epoch ``E``; when that is impossible, a ``reset`` and the
 current epoch from its start (its early events as one ``snapshot`` when they are
 no longer kept). ``reset`` carries ``<epoch>.0``: nothing of the new epoch seen.
+
+A stream whose record is missing is answered at once, never waited for in the
+request: as gone (404/410), unless Redis came back (or restarted) within the
+rebuild grace — then its worker may be rebuilding the record from the job it
+holds, and the answer is transient (``StreamRebuilding``: the client comes
+back). A record that vanishes under a follower ends the response
+(``RecordMissing``); the client's reconnect gets that same answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tokenwire import events as ev
 from tokenwire.cursor import Cursor
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.viewers import ViewerReporter
-from tokenwire.errors import StreamGone, StreamNotFound
+from tokenwire.errors import StreamGone, StreamNotFound, Unavailable
 from tokenwire.events import Event
 from tokenwire.store import StreamMeta, StreamStore
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-#: A stream record that vanished under a client (Redis restarted empty) is
-#: rebuilt by its worker at its next write; wait this long for it before
-#: telling the client it is gone.
-RECORD_REBUILD_GRACE = 5.0
 
 
 class StreamComplete(Exception):
     """The client already has everything there is (HTTP 204)."""
+
+
+class RecordMissing(Exception):
+    """The stream's record vanished while it was being followed (Redis lost
+    it): end the response without a terminal event; the reconnect decides."""
+
+
+class StreamRebuilding(Unavailable):
+    """No record, but Redis came back recently: its worker may be rebuilding it."""
+
+    def __init__(self) -> None:
+        super().__init__("stream_rebuilding",
+                         "Redis came back without this stream; its worker may be rebuilding it",
+                         retry_after=1)
 
 
 class Follower:
@@ -87,14 +102,17 @@ class Follower:
         cls, store: StreamStore, hub: Hub, viewers: ViewerReporter, stream_id: str,
         position: Cursor | None, *, idle_resync: float, want_snapshot: bool = False,
         tenant: str | None = None,
+        redis_came_back: Callable[[], Awaitable[bool]] | None = None,
     ) -> Follower:
         """Check that there is something to follow before a response starts:
-        raises ``StreamNotFound`` (404), ``StreamGone`` (410), ``StreamComplete`` (204).
+        raises ``StreamNotFound`` (404), ``StreamGone`` (410), ``StreamComplete``
+        (204), or ``StreamRebuilding`` (transient) when the record is missing
+        and ``redis_came_back()`` says Redis came back within the rebuild grace.
         ``tenant``: a stream of another tenant is answered as if it did not exist."""
         meta = _visible(await store.meta(stream_id), tenant)
-        if meta is None and position is not None:
-            meta = _visible(await _rebuilt_record(store, stream_id), tenant)
         if meta is None:
+            if redis_came_back is not None and await redis_came_back():
+                raise StreamRebuilding()
             # A client that holds a cursor saw this stream: its record expired.
             raise StreamGone() if position else StreamNotFound()
         if meta.finished:
@@ -166,10 +184,9 @@ class Follower:
         if meta is None:
             meta = await self._store.meta(self.stream_id)
         if meta is None:
-            meta = await _rebuilt_record(self._store, self.stream_id)
-        if meta is None or meta.epoch is None:
-            self.finished = meta is None  # gone mid-follow: the client will get 410
-            return
+            raise RecordMissing()
+        if meta.epoch is None:
+            return  # queued: its start comes live
         if self.epoch is not None and (self.epoch != meta.epoch or self.seq > meta.last_seq):
             reason = "new_attempt" if self.epoch != meta.epoch else "cursor_ahead"
             yield self._reset(meta.epoch, reason)
@@ -203,8 +220,9 @@ class Follower:
     async def _snapshot(self) -> AsyncIterator[Event]:
         """The epoch's text so far as one event, consistent with its cursor."""
         snap = await self._store.snapshot(self.stream_id)
-        if snap is None or snap.meta.epoch is None:
-            self.finished = snap is None
+        if snap is None:
+            raise RecordMissing()
+        if snap.meta.epoch is None:
             return
         if snap.meta.epoch != self.epoch:
             yield self._reset(snap.meta.epoch, "new_attempt")
@@ -219,18 +237,7 @@ class Follower:
         return ev.reset(epoch, reason)
 
 
+
 def _visible(meta: StreamMeta | None, tenant: str | None) -> StreamMeta | None:
     """``meta`` unless it belongs to another tenant (``tenant`` None: no tenants)."""
     return meta if meta is None or tenant is None or meta.tenant == tenant else None
-
-
-async def _rebuilt_record(store: StreamStore, stream_id: str) -> StreamMeta | None:
-    """Wait (bounded) for a vanished stream record to be rebuilt by its worker."""
-    give_up_at = time.monotonic() + RECORD_REBUILD_GRACE
-    while time.monotonic() < give_up_at:
-        await asyncio.sleep(0.25)
-        meta = await store.meta(stream_id)
-        if meta is not None:
-            log.info("stream record rebuilt", extra={"stream_id": stream_id})
-            return meta
-    return None

@@ -9,8 +9,8 @@ the caller's tenant's streams.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
-import time
 from typing import Any
 
 from aiohttp import web
@@ -24,14 +24,15 @@ from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.cors import check_websocket_origin
 from tokenwire.edge.delivery import send_sse, send_websocket
 from tokenwire.edge.follower import Follower, StreamComplete
+from tokenwire.edge.submit import cancel, check_open, new_job, stream_grant, submit, urls_of
 from tokenwire.errors import (
+    Forbidden,
     InvalidValue,
     MalformedRequest,
     StreamNotFound,
-    Unavailable,
 )
 from tokenwire.events import dumps
-from tokenwire.jobs import Job, JobRequest
+from tokenwire.jobs import JobOptions, JobRequest
 from tokenwire.settings import Settings
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -74,15 +75,17 @@ async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest
         canonical = dumps(job_request.model_dump(mode="json")).encode()
     except ValidationError as exc:
         raise invalid("invalid_job", "the job has invalid values", exc) from exc
-    except UnicodeEncodeError as exc:  # lone surrogates from "\ud800" escapes
-        raise InvalidValue("invalid_job", "text must be valid Unicode") from exc
-    if job_request.max_tokens is not None and job_request.max_tokens > settings.max_tokens_limit:
-        raise InvalidValue("invalid_job", f"max_tokens must be <= {settings.max_tokens_limit}")
-    ttl = job_request.token_ttl_seconds
-    if ttl is not None and ttl > settings.token_max_ttl_seconds:
-        raise InvalidValue("invalid_job",
-                           f"token_ttl_seconds must be <= {settings.token_max_ttl_seconds}")
+    check_limits(job_request, settings, "invalid_job")
     return job_request, hashlib.sha256(canonical).hexdigest()
+
+
+def check_limits(options: JobOptions, settings: Settings, code: str) -> None:
+    """What the edge's settings bound beyond the model's own validation."""
+    if options.max_tokens is not None and options.max_tokens > settings.max_tokens_limit:
+        raise InvalidValue(code, f"max_tokens must be <= {settings.max_tokens_limit}")
+    ttl = options.token_ttl_seconds
+    if ttl is not None and ttl > settings.token_max_ttl_seconds:
+        raise InvalidValue(code, f"token_ttl_seconds must be <= {settings.token_max_ttl_seconds}")
 
 
 def idempotency_key_of(request: web.Request) -> str | None:
@@ -91,13 +94,6 @@ def idempotency_key_of(request: web.Request) -> str | None:
         raise MalformedRequest("bad_idempotency_key",
                                "Idempotency-Key must be 1-255 printable ASCII characters")
     return key
-
-
-def urls_of(stream_id: str, token: str | None = None) -> dict[str, str]:
-    """The stream's delivery URLs; with ``token``, ready for a browser as they are."""
-    base = f"/v1/streams/{stream_id}"
-    query = f"?token={token}" if token else ""  # a JWT is URL-safe as it is
-    return {"events_url": f"{base}/events{query}", "ws_url": f"{base}/ws{query}"}
 
 
 # --- handlers ------------------------------------------------------------------------
@@ -112,53 +108,56 @@ async def create_demo_stream(request: web.Request) -> web.StreamResponse:
     """``POST /demo/streams`` (``tokenwire dev`` only): what an app's backend
     does, as a stand-in — the same body and answer as ``POST /v1/streams``,
     made with the dev API key held here, so the browser never holds a key."""
+    return await create_stream_as(request, await demo_principal(request))
+
+
+async def demo_principal(request: web.Request) -> Principal:
+    """The dev API key's caller, for the demo's backend stand-ins (``tokenwire dev``).
+
+    Only for a request addressed to ``localhost`` or an IP address: a page on
+    any website could otherwise reach them through DNS rebinding (its own
+    domain re-pointed at 127.0.0.1, same-origin to the browser) and spend the
+    developer's model budget with the dev key."""
     settings = request.app[appkeys.SETTINGS]
-    if settings.demo_api_key is None:  # the route exists only when it is set
+    if settings.demo_api_key is None:  # the routes exist only when it is set
         raise web.HTTPNotFound()
-    principal = await request.app[appkeys.AUTH].key_principal(
+    if not _addressed_by_ip_or_localhost(request):
+        raise Forbidden("demo_host_not_allowed",
+                        "the demo answers only at localhost or an IP address")
+    return await request.app[appkeys.AUTH].key_principal(
         settings.demo_api_key.get_secret_value())
-    return await create_stream_as(request, principal)
+
+
+def _addressed_by_ip_or_localhost(request: web.Request) -> bool:
+    host = (request.url.host or "").lower().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def create_stream_as(request: web.Request, principal: Principal) -> web.StreamResponse:
     app = request.app
     settings = app[appkeys.SETTINGS]
-    if app[appkeys.LIFECYCLE].draining:
-        raise Unavailable("draining", "this edge is shutting down", retry_after=1)
+    check_open(app)
     job_request, fingerprint = await read_job(request, settings)
-    idempotency_key = idempotency_key_of(request)
-    model = job_request.model or settings.default_model_name
-    if principal.key is not None and not principal.key.allows_model(model):
-        raise InvalidValue("model_not_allowed", f"this API key may not use the model {model!r}")
-    job = Job(
-        stream_id=keys.new_stream_id(),
-        messages=job_request.chat_messages(),
-        model=model,
-        max_tokens=job_request.max_tokens,
-        temperature=job_request.temperature,
-        buffer=job_request.buffer or settings.default_buffer,
-        metadata=job_request.metadata,
-        created_at_ms=int(time.time() * 1000),
-        idle_cancel_ms=job_request.idle_cancel_ms(),
-        tenant=principal.tenant,
-        key_id=principal.key.key_id if principal.key is not None else None,
-    )
-    stream_id = await app[appkeys.STORE].create(job, idempotency_key, fingerprint,
-                                                admission=app[appkeys.LIMITER])
-    app[appkeys.METRICS].streams_created.inc()
+    job = new_job(
+        app, job_request.chat_messages(), key=principal.key, tenant=principal.tenant,
+        model=job_request.model, max_tokens=job_request.max_tokens,
+        temperature=job_request.temperature, buffer=job_request.buffer,
+        metadata=job_request.metadata, idle_cancel_ms=job_request.idle_cancel_ms())
+    stream_id = await submit(app, job, principal.key,
+                             idempotency_key=idempotency_key_of(request), fingerprint=fingerprint)
     if "text/event-stream" in request.headers.get("Accept", ""):
-        follower = await _follower(request, stream_id, None, tenant=principal.tenant)
+        follower = await follower_for(request, stream_id, None, tenant=principal.tenant)
         async with app[appkeys.CONNECTIONS].held(follower.key_id):
             return await send_sse(request, follower, headers={"X-Stream-ID": stream_id})
     body: dict[str, Any] = {"id": stream_id, "status": "queued"}
-    codec = app[appkeys.AUTH].tokens
-    token = None
-    if principal.tenant is not None and codec.can_mint:
-        token, body["token_expires_at"] = codec.mint(
-            "stream", stream_id, principal.tenant, job_request.token_scopes,
-            job_request.token_ttl_seconds or settings.token_ttl_seconds)
-    body["token"] = token
-    body.update(urls_of(stream_id, token))
+    body.update(stream_grant(app, stream_id, principal.tenant, job_request.token_scopes,
+                             job_request.token_ttl_seconds))
     return web.json_response(body, status=202, headers={"Location": f"/v1/streams/{stream_id}"})
 
 
@@ -168,7 +167,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     tenant = principal.tenant_for(stream_id, "read")
     position = resume_position(request, header=True)
     want_snapshot = request.query.get("snapshot") in ("1", "true")
-    follower = await _follower(request, stream_id, position, want_snapshot, tenant=tenant)
+    follower = await follower_for(request, stream_id, position, want_snapshot, tenant=tenant)
     async with request.app[appkeys.CONNECTIONS].held(follower.key_id):
         return await send_sse(request, follower)
 
@@ -184,7 +183,7 @@ async def stream_websocket(request: web.Request) -> web.StreamResponse:
         raise MalformedRequest("websocket_required",
                                "this URL needs a WebSocket handshake (Upgrade: websocket)")
     try:
-        follower: Follower | None = await _follower(request, stream_id, position, tenant=tenant)
+        follower: Follower | None = await follower_for(request, stream_id, position, tenant=tenant)
     except StreamComplete:
         follower = None
 
@@ -230,20 +229,23 @@ async def cancel_stream(request: web.Request) -> web.Response:
 
 
 async def _cancel(request: web.Request, stream_id: str, tenant: str | None) -> str:
-    app = request.app
-    outcome = await app[appkeys.STORE].cancel(stream_id, tenant)
-    if outcome.status == "cancelled":  # ended while queued: no worker will release it
-        await app[appkeys.LIMITER].release(outcome.key_id, stream_id)
-    return outcome.status
+    return (await cancel(request.app, stream_id, tenant)).status
 
 
-async def _follower(
+async def follower_for(
     request: web.Request, stream_id: str, position: Cursor | None, want_snapshot: bool = False,
     *, tenant: str | None,
 ) -> Follower:
     app = request.app
+    check_open(app)
+    settings = app[appkeys.SETTINGS]
+    watch = app[appkeys.REDIS_WATCH]
+
+    async def redis_came_back() -> bool:
+        return await watch.came_back_within(settings.edge_rebuild_grace_seconds)
+
     return await Follower.open(
         app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
-        idle_resync=app[appkeys.SETTINGS].idle_resync_seconds, want_snapshot=want_snapshot,
-        tenant=tenant,
+        idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
+        tenant=tenant, redis_came_back=redis_came_back,
     )

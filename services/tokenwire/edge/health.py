@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from tokenwire.edge import keys as appkeys
-from tokenwire.redis_client import TRANSPORT_ERRORS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -13,20 +12,23 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[appkeys.LIFECYCLE].draining:
+    """Ready: not draining, Redis reachable now, and the hub's pub/sub
+    connection open (an edge started while Redis was down gets there by itself)."""
+    app = request.app
+    if app[appkeys.LIFECYCLE].draining:
         return web.json_response({"status": "draining"}, status=503)
-    try:
-        await request.app[appkeys.REDIS].ping()
-    except TRANSPORT_ERRORS:
+    if not await app[appkeys.REDIS_WATCH].check():
         return web.json_response({"status": "redis_unreachable"}, status=503)
+    if not app[appkeys.HUB].connected:
+        return web.json_response({"status": "starting"}, status=503)
     return web.json_response({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text; only with the admin key (``bearer_token`` in a scrape
+    """Prometheus text; only with the metrics key (``authorization`` in a scrape
     config) unless ``TOKENWIRE_METRICS_PUBLIC`` opens it."""
     if not request.app[appkeys.SETTINGS].metrics_public:
-        request.app[appkeys.AUTH].check_admin(request)
+        request.app[appkeys.AUTH].check_metrics(request)
     body = request.app[appkeys.METRICS].render()
     return web.Response(body=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

@@ -9,10 +9,13 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from tokenwire.apikeys import KeyStore
+from tokenwire.conversations import ConversationStore
 from tokenwire.edge.auth import Authenticator
 from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.hub import Hub
+from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
+from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.limits import KeyLimiter
 from tokenwire.settings import Settings
@@ -28,6 +31,10 @@ AUTH = web.AppKey("auth", Authenticator)
 KEY_STORE = web.AppKey("key_store", KeyStore)
 LIMITER = web.AppKey("limiter", KeyLimiter)
 CONNECTIONS = web.AppKey("connections", ConnectionLeases)
+REDIS_WATCH = web.AppKey("redis_watch", RedisWatch)
+HEARTBEAT = web.AppKey("heartbeat", Heartbeat)  # SSE responses
+WS_HEARTBEAT = web.AppKey("ws_heartbeat", Heartbeat)
+CONVERSATIONS = web.AppKey("conversations", ConversationStore)
 
 
 class Lifecycle:

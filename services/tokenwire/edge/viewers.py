@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.store import StreamStore
+from tokenwire.supervision import start_supervised
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class ViewerReporter:
         self._ticker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._ticker = asyncio.create_task(self._report_every_interval(), name="viewers")
+        self._ticker = start_supervised("viewers", self._report_every_interval)
 
     async def close(self) -> None:
         if self._ticker is not None:

@@ -36,6 +36,13 @@ from tokenwire.worker.surrogates import SurrogateRepair
 
 log = logging.getLogger(__name__)
 
+#: Deltas read from the model ahead of the buffer. While a write waits (Redis
+#: unreachable: the sink retries until it answers) the generation waits with
+#: it; the reader stops once this many deltas are queued, so the model's
+#: connection is held back by TCP flow control instead of the worker's memory
+#: growing. A model that gives up meanwhile fails the attempt (a new one follows).
+READ_AHEAD = 256
+
 
 class EventSink(Protocol):
     async def token(self, content: str, count: int) -> bool:
@@ -106,7 +113,7 @@ class Generation:
         self._sink = sink
         self._policy = policy or UpstreamPolicy()
         self._prefix = prefix
-        self._queue: asyncio.Queue[Delta | _End | _Cancel] = asyncio.Queue()
+        self._queue: asyncio.Queue[Delta | _End | _Cancel] = asyncio.Queue(READ_AHEAD)
         self._reader: asyncio.Task[None] | None = None
         self._cancel_requested_at: float | None = None
         self._cancelled = asyncio.Event()
@@ -125,7 +132,8 @@ class Generation:
         self._cancelled.set()
         if self._reader is not None:
             self._reader.cancel()
-        self._queue.put_nowait(_Cancel())
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the pump anyway
+            self._queue.put_nowait(_Cancel())
 
     async def run(self) -> Ending:
         started = time.monotonic()
@@ -163,7 +171,7 @@ class Generation:
         raise AssertionError("unreachable: the last pass returns")
 
     async def _call_once(self, started: float) -> str | UpstreamError:
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(READ_AHEAD)
         if self._cancel_requested_at is not None:
             return "cancelled"
         self._reader = asyncio.create_task(self._read_upstream(), name="upstream")
@@ -178,16 +186,16 @@ class Generation:
         queue = self._queue
         try:
             async for delta in self._provider.stream(self.job, self._prefix):
-                queue.put_nowait(delta)
+                await queue.put(delta)  # waits while READ_AHEAD deltas are queued
         except UpstreamError as exc:
-            queue.put_nowait(_End(exc))
+            await queue.put(_End(exc))
         except Exception as exc:  # an SDK or transport error nobody mapped: end visibly
             # its text is the provider's, not ours: the log gets it (redacted), clients don't
             log.exception("upstream failed unexpectedly", extra={"stream_id": self.job.stream_id})
-            queue.put_nowait(_End(UpstreamError(
+            await queue.put(_End(UpstreamError(
                 "upstream_failed", "the model call failed", False, detail=type(exc).__name__)))
         else:
-            queue.put_nowait(_End())
+            await queue.put(_End())
 
     async def _pump(self, started: float) -> str | UpstreamError:
         """Move deltas into the buffer until the upstream ends; returns the

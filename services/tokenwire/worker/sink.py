@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,31 +10,36 @@ from redis.exceptions import OutOfMemoryError
 
 from tokenwire.errors import OutOfCapacity
 from tokenwire.events import dumps
-from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.store import Attempt, PendingEvent, StreamStore
+from tokenwire.worker.retrying import until_redis_answers
 
-log = logging.getLogger(__name__)
+#: A write is retried at least this long, even one made at the job's deadline
+#: (the terminal ``error`` of a generation that ran out of time).
+MIN_RETRY_SECONDS = 30.0
 
 
 class RedisEventSink:
     """Numbers events after the attempt's ``last_seq`` and appends them through
     the fenced append script.
 
-    A write that fails in transit is retried (with backoff, for up to
-    ``retry_seconds``): the script recognises a batch it already applied, so a
-    lost reply never duplicates an event. Past that budget the transport error
-    propagates and the attempt is abandoned, to be reclaimed later.
+    A write that fails in transit is retried until Redis answers, up to the
+    job's ``deadline`` (``time.monotonic()``; see ``retrying``): the script
+    recognises a batch it already applied, so a lost reply never duplicates an
+    event. While a write waits, the generation waits with it (and its read of
+    the model stops once a few hundred deltas are queued: memory stays
+    bounded). Past the deadline the transport error propagates.
     A token write refused because Redis is out of memory raises ``OutOfCapacity``.
     ``spend``: counts the tokens against the job's API key; called just before
     their append, so the count shares the append's pipelined round trip.
     """
 
-    def __init__(self, store: StreamStore, attempt: Attempt, retry_seconds: float,
+    def __init__(self, store: StreamStore, attempt: Attempt, deadline: float,
                  spend: Callable[[int], None] | None = None) -> None:
         self._store = store
         self._attempt = attempt
         self._next_seq = attempt.last_seq + 1
-        self._retry_seconds = retry_seconds
+        self._deadline = deadline
+        self._context = {"stream_id": attempt.stream_id}
         self._spend = spend
 
     async def token(self, content: str, count: int) -> bool:
@@ -56,22 +59,14 @@ class RedisEventSink:
     async def _write(
         self, batch: list[PendingEvent], final_status: str = "", tokens_delta: int = 0
     ) -> bool:
-        give_up_at = time.monotonic() + self._retry_seconds
-        delay = 0.05
-        while True:
-            try:
-                cancel = await self._store.append(
-                    self._attempt, self._next_seq, batch, final_status, tokens_delta
-                )
-                break
-            except OutOfMemoryError as exc:  # Redis hit maxmemory: this stream cannot go on
-                raise OutOfCapacity() from exc
-            except TRANSPORT_ERRORS as exc:
-                if time.monotonic() + delay > give_up_at:
-                    raise
-                log.warning("append failed, retrying in %.2fs: %s", delay, exc,
-                            extra={"stream_id": self._attempt.stream_id})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        give_up_at = max(self._deadline, time.monotonic() + MIN_RETRY_SECONDS)
+        first_seq = self._next_seq
+        try:
+            cancel = await until_redis_answers(
+                lambda: self._store.append(self._attempt, first_seq, batch, final_status,
+                                           tokens_delta),
+                give_up_at, "append", self._context)
+        except OutOfMemoryError as exc:  # Redis hit maxmemory: this stream cannot go on
+            raise OutOfCapacity() from exc
         self._next_seq += len(batch)
         return cancel

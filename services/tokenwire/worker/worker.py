@@ -11,8 +11,15 @@
   Redis losing the stream) is followed by the next one at once; a job whose
   attempts are used up ends with ``error`` and is kept on ``tw:jobs:dead``, as
   is every job that ended with an ``error``.
-- ``stop()`` (SIGTERM) ends intake; running generations get a grace period,
-  then are cancelled and released for another worker to reclaim at once.
+- ``stop()`` (SIGTERM) ends intake at once, whatever the load; running
+  generations get a grace period, then are cancelled and released for another
+  worker to reclaim at once.
+- A job it holds survives a Redis outage of any length up to the job's
+  deadline (``upstream_deadline_seconds`` from its start): its Redis calls are
+  retried until Redis answers (``retrying``), and a record Redis lost is
+  rebuilt from the job (``begin``'s ``recreate``).
+- The helper tasks (claim refresher, cancel listener) run supervised: a
+  failure is logged and the helper restarts.
 - ``burst=True`` runs until the queue is empty: tests finish without sleeps.
 """
 
@@ -31,6 +38,7 @@ from redis.exceptions import ResponseError
 
 from tokenwire import keys
 from tokenwire.buffers import make_buffer
+from tokenwire.conversations import ConversationStore
 from tokenwire.errors import FencedWrite, OutOfCapacity, StreamLost, WriteRejected
 from tokenwire.jobqueue import Delivery, JobQueue, is_missing_group
 from tokenwire.jobs import Job
@@ -38,8 +46,10 @@ from tokenwire.limits import KeyLimiter
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, Dead, NoWork, StreamStore
+from tokenwire.supervision import start_supervised
 from tokenwire.worker.generation import Ending, Generation, UpstreamPolicy
 from tokenwire.worker.providers import Provider
+from tokenwire.worker.retrying import until_redis_answers
 from tokenwire.worker.sink import RedisEventSink
 
 log = logging.getLogger(__name__)
@@ -54,6 +64,7 @@ class Worker:
         self._provider = provider
         self._burst = burst
         self._store = StreamStore(redis, settings)
+        self._conversations = ConversationStore(redis, settings)
         self._queue = JobQueue(redis, settings.consumer_name, settings.worker_claim_timeout_ms)
         # Token counts share the appends' pipeline (see ``limits``).
         self._limiter = KeyLimiter(redis, settings, self._store.batcher)
@@ -81,16 +92,17 @@ class Worker:
     async def startup(self) -> None:
         await self._queue.ensure_group()
         await self._store.load_scripts()
+        await self._conversations.load_scripts()
         await self._limiter.load_scripts()
         self._helpers = [
-            asyncio.create_task(self._refresh_claims(), name="refresh-claims"),
-            asyncio.create_task(self._listen_for_cancels(), name="cancel-listener"),
+            start_supervised("refresh-claims", self._refresh_claims),
+            start_supervised("cancel-listener", self._listen_for_cancels),
         ]
         log.info("worker started", extra={"consumer": self._queue.consumer,
                                           "provider": self._provider.name})
 
     def stop(self) -> None:
-        """Stop taking jobs (signal handlers call this)."""
+        """Stop taking jobs (signal handlers call this), even with every slot busy."""
         self._stopping.set()
         self._slot_freed.set()  # the intake loop may be waiting for a free slot
 
@@ -111,7 +123,9 @@ class Worker:
         self._closing = True
         for helper in self._helpers:
             helper.cancel()
-        await asyncio.gather(*self._helpers, return_exceptions=True)
+        for outcome in await asyncio.gather(*self._helpers, return_exceptions=True):
+            if isinstance(outcome, Exception):  # supervised: only a bug gets here
+                log.error("helper task failed", exc_info=outcome)
         log.info("worker stopped", extra={"consumer": self._queue.consumer})
 
     # --- intake -------------------------------------------------------------------
@@ -200,26 +214,39 @@ class Worker:
         context = {"stream_id": job.stream_id, "job_id": delivery.entry_id}
         if job.key_id is not None:
             self._slots[delivery.entry_id] = (job.key_id, job.stream_id)
+        deadline = time.monotonic() + self._settings.upstream_deadline_seconds
+        try:
+            await self._attempts(delivery, job, deadline, context)
+        except TRANSPORT_ERRORS as exc:
+            log.error("Redis unreachable past the job's deadline; it stays pending: %s", exc,
+                      extra=context)
+
+    async def _attempts(self, delivery: Delivery, job: Job, deadline: float,
+                        context: dict[str, str]) -> None:
         recreate, last_failure = False, ""
+
+        async def begin() -> Attempt | Dead | NoWork:
+            return await self._store.begin(job, delivery.entry_id, self._queue.consumer,
+                                           recreate=recreate, last_failure=last_failure)
+
         # Each pass is one attempt; begin() counts them, so this ends (Dead) —
         # except when Redis keeps losing the stream, hence the bound.
         for _ in range(2 * self._settings.max_attempts + 2):
-            began = await self._store.begin(job, delivery.entry_id, self._queue.consumer,
-                                            recreate=recreate, last_failure=last_failure)
+            began = await until_redis_answers(begin, deadline, "begin", context)
             recreate = False
             if isinstance(began, NoWork):
                 log.info("job needs no generation (%s)", began.reason, extra=context)
                 break
             if isinstance(began, Dead):
                 log.error("job failed %d times: dead-lettered", began.attempts, extra=context)
-                await self._store.dead_letter(job, delivery.entry_id,
-                                              last_failure or "attempts_exhausted")
+                await self._dead_letter(job, delivery.entry_id,
+                                        last_failure or "attempts_exhausted", deadline, context)
                 break
             log.info("generation started", extra={**context, "attempt": began.attempt,
                                                   "continued": began.last_seq > 1,
                                                   "reclaimed": delivery.reclaimed})
             try:
-                ending = await self._generate(job, began)
+                ending = await self._generate(job, began, deadline)
             except FencedWrite as exc:  # another worker owns the stream now; it acks
                 log.warning("generation stopped: %s", exc.message, extra=context)
                 return
@@ -237,23 +264,38 @@ class Worker:
                 last_failure = ending.code
                 continue
             if ending.kind == "error":
-                await self._store.dead_letter(job, delivery.entry_id, ending.code)
+                await self._dead_letter(job, delivery.entry_id, ending.code, deadline, context)
             self.jobs_finished += 1
             log.info("generation finished (%s)", ending.kind, extra=context)
             break
         else:
             log.error("giving up on this job for now; it stays pending", extra=context)
             return
-        # The stream ended (or needs nothing): its creator's running slot is free.
-        await self._limiter.release(job.key_id, job.stream_id)
-        await self._queue.ack(delivery.entry_id)
+        # The stream ended (or needs nothing): its creator's running slot is free,
+        # and a conversation's turn appends its answer — before the ack, so a
+        # worker that dies here leaves the job to one that settles it (settling
+        # twice appends once).
+        await until_redis_answers(lambda: self._limiter.release(job.key_id, job.stream_id),
+                                  deadline, "release", context)
+        if (conversation := job.conversation) is not None:
+            await until_redis_answers(
+                lambda: self._conversations.settle(job.tenant, conversation, job.stream_id,
+                                                   self._store),
+                deadline, "settle", context)
+        await until_redis_answers(lambda: self._queue.ack(delivery.entry_id), deadline,
+                                  "ack", context)
 
-    async def _generate(self, job: Job, began: Attempt) -> Ending:
+    async def _dead_letter(self, job: Job, entry_id: str, reason: str, deadline: float,
+                           context: dict[str, str]) -> None:
+        await until_redis_answers(lambda: self._store.dead_letter(job, entry_id, reason),
+                                  deadline, "dead-letter", context)
+
+    async def _generate(self, job: Job, began: Attempt, deadline: float) -> Ending:
         settings = self._settings
         buffer = make_buffer(job.buffer, settings.flush_interval_ms / 1000,
                              settings.coalesce_chars)
         spend = partial(self._limiter.spend, job.key_id) if job.key_id is not None else None
-        sink = RedisEventSink(self._store, began, settings.worker_write_retry_seconds, spend)
+        sink = RedisEventSink(self._store, began, deadline, spend)
         policy = UpstreamPolicy(settings.upstream_retries, settings.upstream_backoff_seconds,
                                 settings.upstream_deadline_seconds,
                                 settings.upstream_max_gap_seconds)
@@ -274,13 +316,17 @@ class Worker:
 
     async def _refresh_claims(self) -> None:
         interval = self._settings.worker_claim_timeout_ms / 3000
+        wait = interval
         while not self._closing:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(wait)
             try:
                 await self._queue.refresh(list(self._tasks))
                 await self._limiter.refresh_running(list(self._slots.values()))
+                wait = interval
             except (*TRANSPORT_ERRORS, ResponseError) as exc:
+                # Again soon: when Redis is back, claim before anyone reclaims.
                 log.warning("claim refresh failed: %s", exc)
+                wait = min(interval, 0.5)
 
     async def _listen_for_cancels(self) -> None:
         """Cancels published by any edge reach the worker running that stream."""

@@ -27,8 +27,9 @@ local function start_epoch(epoch, owner, now, model, stream_id, maxlen, ttl)
   local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
   redis.call('DEL', KEYS[2])
   redis.call('SET', KEYS[3], '')
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last_seq', 1, 'status', 'running',
-             'owner', owner, 'model', model, 'tokens', 0, 'attempt_started_at', now)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'epoch_attempt', attempt, 'last_seq', 1,
+             'status', 'running', 'owner', owner, 'model', model, 'tokens', 0,
+             'attempt_started_at', now)
   redis.call('HSETNX', KEYS[1], 'started_at', now)
   local data = cjson.encode({stream_id = stream_id, model = model, epoch = epoch,
                              attempt = attempt})

@@ -155,6 +155,11 @@ export class TokenwireStream extends EventTarget {
     const source = new EventSource(this.#resumeUrl(this.#eventsUrl).href);
     this.#source = source;
     source.onopen = () => this.#live();
+    // A `reconnect` notice (no id) says why this response is about to end;
+    // the browser then comes back by itself after its `retry:`.
+    source.addEventListener("reconnect", () => {
+      if (!this.#ended && source === this.#source) this.#setState("reconnecting");
+    });
     for (const type of DATA_EVENTS) {
       source.addEventListener(type, (event) => {
         if (!(event instanceof MessageEvent)) {  // a transport error, not our `error` event
@@ -258,9 +263,6 @@ export class TokenwireStream extends EventTarget {
    */
   #apply(type, id, data) {
     if (this.#ended) return;
-    if (type === "error" && data.code === "slow_consumer") {
-      return;  // a notice, not the end: the connection closes and resumes from our cursor
-    }
     if (id) this.lastEventId = id;
     if (type === "token") {
       this.#firstTokenAt ||= performance.now();
@@ -325,5 +327,142 @@ export class TokenwireStream extends EventTarget {
     if (this.state === state) return;
     this.state = state;
     this.dispatchEvent(new CustomEvent("state", { detail: state }));
+  }
+}
+
+/**
+ * @typedef {object} ConversationMessage
+ * @property {string} id
+ * @property {"system" | "user" | "assistant"} role
+ * @property {string} content
+ * @property {string} [status]  an answer's outcome: "done" or "cancelled"
+ */
+
+/**
+ * A conversation (history kept by the edge, one answer at a time), for a browser
+ * holding a conversation token — never the API key:
+ *
+ *   const chat = new TokenwireConversation("/v1/conversations/" + id, { token });
+ *   chat.addEventListener("history", () => render(chat.messages));
+ *   chat.addEventListener("turn", (e) => follow(e.detail.stream));  // a TokenwireStream
+ *   await chat.load();           // the history, and the answer being written, if any
+ *   await chat.send("Hello");    // 409 while an answer is being written
+ *
+ * Events: `history` (messages changed), `turn` (`{stream, messageId}`: an answer
+ * began, here or in another tab; `stream` is a `TokenwireStream`), `error`.
+ * With `watchMs`, an idle conversation is re-read that often, so answers
+ * started elsewhere (another tab) are followed too.
+ */
+export class TokenwireConversation extends EventTarget {
+  /** @type {ConversationMessage[]} */ messages = [];
+  /** @type {TokenwireStream | null} the answer being written */ active = null;
+  /** @type {string | null} */ activeMessageId = null;
+
+  #url;
+  #options;
+  #timer = /** @type {ReturnType<typeof setTimeout> | undefined} */ (undefined);
+  #closed = false;
+
+  /**
+   * @param {string} url  `/v1/conversations/<id>` (absolute or relative)
+   * @param {{token?: string, transport?: "sse" | "websocket", watchMs?: number}} [options]
+   */
+  constructor(url, options = {}) {
+    super();
+    this.#url = new URL(url, location.href).href.replace(/\/$/, "");
+    this.#options = options;
+  }
+
+  /** Read the history; follow the answer being written, if any. */
+  async load() {
+    const body = await this.#request("GET", "");
+    this.messages = body.messages;
+    this.dispatchEvent(new CustomEvent("history", { detail: this.messages }));
+    if (body.active && body.active.message_id !== this.activeMessageId) {
+      this.#follow(body.active.events_url, body.active.message_id, body.active.stream_id);
+    }
+    this.#watch();
+    return this;
+  }
+
+  /**
+   * Post a message; returns the `TokenwireStream` of its answer.
+   * @param {string} content
+   * @param {object} [options]  job options: `max_tokens`, `temperature`, `model`, ...
+   */
+  async send(content, options = {}) {
+    const turn = await this.#request("POST", "/messages", { content, ...options });
+    this.messages = [...this.messages, turn.user_message];
+    this.dispatchEvent(new CustomEvent("history", { detail: this.messages }));
+    return this.#follow(turn.events_url, turn.message_id, turn.id);
+  }
+
+  /** Cancel the answer being written (it is kept as far as it got, marked cancelled). */
+  async cancel() {
+    return this.#request("POST", "/cancel");
+  }
+
+  /** Stop following and watching. */
+  close() {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.active?.close();
+  }
+
+  /**
+   * @param {string} eventsUrl
+   * @param {string} messageId
+   * @param {string} streamId
+   */
+  #follow(eventsUrl, messageId, streamId) {
+    this.active?.close();
+    const stream = new TokenwireStream(new URL(eventsUrl, this.#url).href, {
+      transport: this.#options.transport,
+      cancel: () => this.cancel(),
+    });
+    this.active = stream;
+    this.activeMessageId = messageId;
+    clearTimeout(this.#timer);
+    this.dispatchEvent(new CustomEvent("turn", { detail: { stream, messageId, streamId } }));
+    stream.finished.then(() => {
+      if (this.active !== stream) return;
+      this.active = null;
+      if (!this.#closed) this.load().catch((error) => this.#failed(error));
+    });
+    return stream;
+  }
+
+  #watch() {
+    clearTimeout(this.#timer);
+    if (this.#closed || this.active || !this.#options.watchMs) return;
+    this.#timer = setTimeout(() => this.load().catch((error) => this.#failed(error)),
+                             this.#options.watchMs);
+  }
+
+  /** @param {unknown} error */
+  #failed(error) {
+    this.dispatchEvent(new CustomEvent("error", { detail: error }));
+    this.#watch();
+  }
+
+  /**
+   * @param {string} method
+   * @param {string} path
+   * @param {object} [body]
+   */
+  async #request(method, path, body) {
+    /** @type {Record<string, string>} */
+    const headers = {};
+    if (this.#options.token) headers.Authorization = `Bearer ${this.#options.token}`;
+    if (body) headers["Content-Type"] = "application/json";
+    const response = await fetch(this.#url + path, {
+      method, headers, body: body ? JSON.stringify(body) : undefined, cache: "no-store",
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const error = answer.error || { code: "http_" + response.status, message: response.statusText };
+      throw Object.assign(new Error(error.message), { code: error.code, status: response.status });
+    }
+    return answer;
   }
 }

@@ -1,0 +1,81 @@
+"""Whether Redis is reachable, and whether it came back recently — for the whole edge.
+
+One ``INFO server`` a second (``run``, supervised by the app) tells:
+
+- *reachable*: ``/readyz`` answers 503 until it is (an edge starts, and stays
+  up, while Redis is down, and becomes ready by itself when it comes up);
+- *came back*: the last time Redis became reachable after this edge saw it
+  unreachable, or restarted (its ``run_id`` changed, even if no check fell
+  in the gap). A stream whose record is missing shortly after is answered as
+  transient rather than gone: its worker may be rebuilding it (``follower``).
+
+Each time Redis comes back, ``on_back`` runs (the edge loads its scripts: a
+restarted Redis forgot them, and loading one later is refused when it is out
+of memory). A caller that needs a fresh answer (``came_back_within``) shares
+the check in flight instead of sending its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from tokenwire.redis_client import TRANSPORT_ERRORS
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 1.0
+
+
+class RedisWatch:
+    def __init__(self, redis: Redis, on_back: Callable[[], Awaitable[None]]) -> None:
+        self._redis = redis
+        self._on_back = on_back
+        self.reachable = False
+        self._run_id: str | None = None
+        self._seen_down = False
+        self._back_at: float | None = None  # time.monotonic()
+        self._checking: asyncio.Future[bool] | None = None
+
+    async def run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(CHECK_INTERVAL)
+
+    async def came_back_within(self, seconds: float) -> bool:
+        """Did Redis come back (or restart) less than ``seconds`` ago? Checks now."""
+        await self.check()
+        return self._back_at is not None and time.monotonic() - self._back_at < seconds
+
+    async def check(self) -> bool:
+        """Whether Redis is reachable now; concurrent callers share one check."""
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check_once())
+            self._checking.add_done_callback(self._checked)
+        return await asyncio.shield(self._checking)
+
+    def _checked(self, _: asyncio.Future[bool]) -> None:
+        self._checking = None
+
+    async def _check_once(self) -> bool:
+        try:
+            info = await self._redis.info("server")
+            run_id = str(info["run_id"])
+            if run_id != self._run_id or not self.reachable:
+                restarted = self._run_id is not None and run_id != self._run_id
+                if restarted or self._seen_down:
+                    self._back_at = time.monotonic()
+                    log.warning("redis is back%s", " (restarted)" if restarted else "")
+                await self._on_back()
+                self._run_id, self._seen_down = run_id, False
+        except TRANSPORT_ERRORS as exc:
+            if self.reachable or not self._seen_down:
+                log.warning("redis unreachable: %s", exc)
+            self.reachable, self._seen_down = False, True
+            return False
+        self.reachable = True
+        return True
