@@ -587,8 +587,14 @@ async def test_a_draining_edge_asks_event_streams_to_come_back(idle_client: Edge
     as_json = await idle_client.post("/v1/streams", json={"prompt": "x"})
     assert await error_of(as_json) == (503, "draining")
     assert as_json.headers["Retry-After"] == "1"
-    socket = await idle_client.get(f"/v1/streams/{stream_id}/ws")
+    socket = await idle_client.get(f"/v1/streams/{stream_id}/ws", headers=WEBSOCKET_HANDSHAKE)
     assert await error_of(socket) == (503, "draining")  # no browser reconnects a WebSocket
+
+
+#: The headers of a WebSocket handshake (RFC 6455), to see its refusal as a client gets it.
+WEBSOCKET_HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade",
+                       "Sec-WebSocket-Version": "13",
+                       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 
 
 async def test_a_full_queue_asks_an_event_stream_request_to_come_back(
