@@ -156,3 +156,27 @@ async def test_the_server_keeps_its_own_history(edges: list[EdgeClient], redis: 
     assert await error_of(refused) == (422, "unsupported_part")
     unknown = await edges[0].get("/v1/ui/chat/never-used/stream", headers=bearer(key))
     assert unknown.status == 204
+
+
+def _say(chat_id: str, text: str, **body: Any) -> dict[str, Any]:
+    """What ``DefaultChatTransport`` sends for a new user message."""
+    return {"id": chat_id, "trigger": "submit-message", "messages": [
+        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}], **body}
+
+
+async def test_refused_chat_requests_change_nothing(edges: list[EdgeClient],
+                                                    redis: Redis) -> None:
+    """Refused before anything is written."""
+    edge = edges[0]
+    key = (await new_key(edge))["key"]
+    created = await edge.post("/v1/conversations", json={"id": "quiet"}, headers=bearer(key))
+    assert created.status == 201
+    refusals = [
+        (key, _say("quiet", "x", max_tokens="5"), (422, "invalid_chat")),  # strictly typed
+    ]
+    for credential, body, expected in refusals:
+        response = await edge.post("/v1/ui/chat", json=body, headers=bearer(credential))
+        assert await error_of(response) == expected, body
+    quiet = await edge.get("/v1/conversations/quiet", headers=bearer(key))
+    assert (await quiet.json())["messages"] == [] and (await quiet.json())["active"] is None
+    assert await redis.xlen("tw:jobs") == 0

@@ -209,7 +209,10 @@ async def test_tokens_and_tenants(edge: EdgeClient, worker: None) -> None:
 
 
 @pytest.mark.parametrize("body", [{}, {"content": ""}, {"content": "x", "temperature": 9},
-                                  {"content": "x", "tools": []}, {"content": 5}])
+                                  {"content": "x", "tools": []}, {"content": 5},
+                                  # strictly, as the OpenAPI document says a value is
+                                  {"content": "x", "max_tokens": "5"},
+                                  {"content": "x", "temperature": True}])
 async def test_bad_messages_change_nothing(edge: EdgeClient, body: dict[str, Any]) -> None:
     key = (await new_key(edge))["key"]
     await new_conversation(edge, key, id="strict")
@@ -217,6 +220,24 @@ async def test_bad_messages_change_nothing(edge: EdgeClient, body: dict[str, Any
                                headers=bearer(key))
     assert await error_of(response) == (422, "invalid_message")
     assert (await history(edge, "strict", key))["messages"] == []
+    async with edge.ws_connect("/v1/conversations/strict/ws", headers=bearer(key)) as ws:
+        await ws.send_json({"type": "message", **body})
+        refused = await ws_frames(ws, until="refused")
+    assert refused[-1]["code"] == "invalid_message"
+
+
+@pytest.mark.parametrize("body", [{"token_ttl_seconds": "600"}, {"system": 5},
+                                  {"token_scopes": "read"}])
+async def test_bad_conversations_are_refused(edge: EdgeClient, redis: Redis,
+                                             body: dict[str, Any]) -> None:
+    key = (await new_key(edge))["key"]
+    response = await edge.post("/v1/conversations", json={"id": "never", **body},
+                               headers=bearer(key))
+    assert await error_of(response) == (422, "invalid_conversation")
+    assert await redis.exists(_record_key("acme", "never")) == 0
+    integral = await edge.post("/v1/conversations", json={"token_ttl_seconds": 600.0},
+                               headers=bearer(key))  # a JSON integer
+    assert integral.status == 201
 
 
 async def test_history_drops_the_oldest_whole_turns(redis: Redis, edge_settings: Settings,

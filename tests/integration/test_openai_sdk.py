@@ -211,6 +211,24 @@ async def test_errors_have_openai_shape(edges: list[EdgeClient], clients: list[A
     assert image.value.code == "unsupported_parameter"
 
 
+@pytest.mark.parametrize("params", [{"max_tokens": "5"}, {"stream": "true"},
+                                    {"temperature": True}, {"max_completion_tokens": 5.5}])
+async def test_values_are_refused_unless_of_their_type(clients: list[AsyncOpenAI],
+                                                       redis: Redis, params: dict[str, Any]
+                                                       ) -> None:
+    """Strictly, as the OpenAPI document says a value is: no "5" for an integer."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        await clients[0].chat.completions.create(
+            model="simulated", messages=[{"role": "user", "content": "x"}],
+            extra_body=params)
+    assert refused.value.code == "invalid_request" and refused.value.param == next(iter(params))
+    with pytest.raises(openai.BadRequestError) as refused:
+        await clients[0].responses.create(model="simulated", input="x",
+                                          extra_body={"max_output_tokens": "5"})
+    assert refused.value.param == "max_output_tokens"
+    assert await redis.xlen("tw:jobs") == 0  # nothing was enqueued
+
+
 # --- the Responses API, background mode ---------------------------------------------------
 
 

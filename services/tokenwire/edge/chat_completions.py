@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.openai_shape import (
@@ -40,6 +40,7 @@ from tokenwire.edge.source import open_events
 from tokenwire.edge.submit import new_job
 from tokenwire.errors import InvalidValue, MalformedRequest
 from tokenwire.events import Event
+from tokenwire.jobs import json_integer
 
 SUPPORTED = ("model", "messages", "stream", "stream_options", "max_tokens",
              "max_completion_tokens", "temperature", "user", "metadata")
@@ -66,6 +67,9 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     user: str | None = Field(None, max_length=256)
     metadata: dict[str, str] | None = Field(None, max_length=16)
+
+    _json_integers = field_validator("max_tokens", "max_completion_tokens", mode="before")(
+        json_integer)
 
 
 @openai_errors

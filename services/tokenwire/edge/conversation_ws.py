@@ -125,7 +125,7 @@ class _Session:
     async def _message(self, command: dict[str, Any]) -> None:
         fields = {k: v for k, v in command.items() if k != "type"}
         try:
-            message = MessageRequest.model_validate(fields)
+            message = MessageRequest.model_validate(fields, strict=True)
         except ValidationError as exc:
             raise InvalidValue("invalid_message", str(exc.errors()[0]["msg"])) from exc
         settings = self._app[appkeys.SETTINGS]

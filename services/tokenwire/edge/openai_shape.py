@@ -113,7 +113,7 @@ async def read_request(request: web.Request, model: type[Parsed], supported: Ite
     body = await read_json_object(request, request.app[appkeys.SETTINGS])
     refuse_unknown(body, supported, neutral)
     try:
-        return body, model.model_validate(body)
+        return body, model.model_validate(body, strict=True)  # as handlers.read_job
     except ValidationError as exc:
         raise invalid_request(exc) from exc
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tokenwire import keys
 from tokenwire.edge import keys as appkeys
@@ -46,6 +46,7 @@ from tokenwire.edge.response_events import (
 from tokenwire.edge.source import open_events
 from tokenwire.edge.submit import cancel, new_job
 from tokenwire.errors import InvalidValue, MalformedRequest, StreamNotFound
+from tokenwire.jobs import json_integer
 from tokenwire.store import Snapshot
 
 SUPPORTED = ("model", "input", "instructions", "background", "stream", "max_output_tokens",
@@ -68,6 +69,8 @@ class ResponseRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     metadata: dict[str, str] | None = Field(None, max_length=16)
     user: str | None = Field(None, max_length=256)
+
+    _json_integers = field_validator("max_output_tokens", mode="before")(json_integer)
 
 
 async def _caller(request: web.Request, scope: str) -> tuple[str, str | None]:
