@@ -240,6 +240,14 @@ async def test_bad_conversations_are_refused(edge: EdgeClient, redis: Redis,
     assert integral.status == 201
 
 
+async def test_a_plain_get_of_the_websocket_url_is_a_clear_400(edge: EdgeClient) -> None:
+    key = (await new_key(edge))["key"]
+    for conversation_id in ((await new_conversation(edge, key))["id"], "never-made"):
+        response = await edge.get(f"/v1/conversations/{conversation_id}/ws",
+                                  headers=bearer(key))
+        assert await error_of(response) == (400, "websocket_required")
+
+
 async def test_history_drops_the_oldest_whole_turns(redis: Redis, edge_settings: Settings,
                                                     aiohttp_client: Any) -> None:
     from tokenwire.edge.app import create_app

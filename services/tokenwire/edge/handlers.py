@@ -88,6 +88,13 @@ def check_limits(options: JobOptions, settings: Settings, code: str) -> None:
         raise InvalidValue(code, f"token_ttl_seconds must be <= {settings.token_max_ttl_seconds}")
 
 
+def require_websocket(request: web.Request) -> None:
+    """A plain request to a WebSocket URL is 400 ``websocket_required``."""
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        raise MalformedRequest("websocket_required",
+                               "this URL needs a WebSocket handshake (Upgrade: websocket)")
+
+
 def idempotency_key_of(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
@@ -179,9 +186,7 @@ async def stream_websocket(request: web.Request) -> web.StreamResponse:
     stream_id = stream_id_of(request)
     tenant = principal.tenant_for(stream_id, "read")
     position = resume_position(request, header=False)
-    if not web.WebSocketResponse().can_prepare(request).ok:  # before any Redis work
-        raise MalformedRequest("websocket_required",
-                               "this URL needs a WebSocket handshake (Upgrade: websocket)")
+    require_websocket(request)  # before any Redis work
     try:
         follower: Follower | None = await follower_for(request, stream_id, position, tenant=tenant)
     except StreamComplete:
