@@ -299,3 +299,10 @@ async def test_response_cancel_and_foreground(edges: list[EdgeClient], api_key: 
         await client.responses.create(model="simulated", input="x",
                                       previous_response_id=done.id)
     assert refused.value.param == "previous_response_id"
+    for query in ("starting_after=x", "starting_after=5_0", "starting_after=-2"):
+        # malformed: refused whether it is used (stream=true) or not
+        for stream in ("", "&stream=true"):
+            got = await edges[0].get(f"/v1/responses/{done.id}?{query}{stream}",
+                                     headers=bearer(api_key))
+            assert got.status == 400, (query, stream)
+            assert (await got.json())["error"]["code"] == "invalid_request"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,7 @@ SUPPORTED = ("model", "input", "instructions", "background", "stream", "max_outp
 NEUTRAL = {"store": True, "text": {"format": {"type": "text"}}, "truncation": "disabled",
            "tools": [], "tool_choice": "none", "parallel_tool_calls": False}
 _STATUS = {"queued": "queued", "running": "in_progress", "error": "failed"}
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 class ResponseRequest(BaseModel):
@@ -138,16 +140,21 @@ def _input_messages(spec: ResponseRequest) -> list[dict[str, str]]:
 async def get_response(request: web.Request) -> web.StreamResponse:
     app = request.app
     stream_id, tenant = await _caller(request, "read")
+    starting_after = _starting_after(request)  # malformed: 400, even where it is not used
     if request.query.get("stream") not in ("true", "1"):
         return web.json_response(await _describe_now(app, stream_id, tenant))
-    raw = request.query.get("starting_after")
-    try:
-        starting_after = int(raw) if raw not in (None, "") else None
-    except ValueError as exc:
-        raise MalformedRequest("invalid_request", "starting_after must be an integer") from exc
-    if starting_after is not None and starting_after < -1:
-        raise MalformedRequest("invalid_request", "starting_after must be >= -1")
     return await _stream(request, stream_id, tenant, starting_after)
+
+
+def _starting_after(request: web.Request) -> int | None:
+    raw = request.query.get("starting_after", "")
+    if not raw:
+        return None
+    if not _INTEGER.fullmatch(raw):  # int() would take " 5", "5_0" and other digits
+        raise MalformedRequest("invalid_request", "starting_after must be an integer")
+    if int(raw) < -1:
+        raise MalformedRequest("invalid_request", "starting_after must be >= -1")
+    return int(raw)
 
 
 @openai_errors
