@@ -179,6 +179,8 @@ async def test_a_cancel_ends_the_stream(edges: list[EdgeClient], api_key: str,
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"n": 2}, "n"), ({"logprobs": True}, "logprobs"), ({"top_p": 0.5}, "top_p"),
     ({"stop": ["x"]}, "stop"), ({"seed": 1}, "seed"),
+    # only the neutral value itself, as JSON compares it (false is not 0; to Python it is)
+    ({"logprobs": 0}, "logprobs"), ({"n": True}, "n"),
 ])
 async def test_unsupported_parameters_are_refused(clients: list[AsyncOpenAI], redis: Redis,
                                                   params: dict[str, Any], param: str) -> None:

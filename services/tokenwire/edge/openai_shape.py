@@ -101,9 +101,22 @@ def refuse_unknown(body: dict[str, Any], supported: Iterable[str],
     for name, value in body.items():
         if name in allowed or value is None:
             continue
-        if neutral is not None and name in neutral and value == neutral[name]:
+        if neutral is not None and name in neutral and _same_json(value, neutral[name]):
             continue
         raise Unsupported(name)
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: ``false`` is not ``0`` (as it is to Python), ``1.0`` is ``1``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same_json, a, b))
+    return type(a) is type(b) and bool(a == b)
 
 
 async def read_request(request: web.Request, model: type[Parsed], supported: Iterable[str],
