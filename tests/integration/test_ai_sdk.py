@@ -166,17 +166,23 @@ def _say(chat_id: str, text: str, **body: Any) -> dict[str, Any]:
 
 async def test_refused_chat_requests_change_nothing(edges: list[EdgeClient],
                                                     redis: Redis) -> None:
-    """Refused before anything is written."""
+    """Refused before anything is written: no conversation made on first use, no
+    message added or cut, no turn begun, no job."""
     edge = edges[0]
     key = (await new_key(edge))["key"]
     created = await edge.post("/v1/conversations", json={"id": "quiet"}, headers=bearer(key))
     assert created.status == 201
     refusals = [
         (key, _say("quiet", "x", max_tokens="5"), (422, "invalid_chat")),  # strictly typed
+        (key, {"id": "quiet", "trigger": "regenerate-message", "messages": []},
+         (422, "nothing_to_regenerate")),  # no message of the user to answer again
+        (key, _say("fresh", "edit", messageId="u0"), (422, "unknown_message")),
     ]
     for credential, body, expected in refusals:
         response = await edge.post("/v1/ui/chat", json=body, headers=bearer(credential))
         assert await error_of(response) == expected, body
     quiet = await edge.get("/v1/conversations/quiet", headers=bearer(key))
     assert (await quiet.json())["messages"] == [] and (await quiet.json())["active"] is None
+    fresh = await edge.get("/v1/conversations/fresh", headers=bearer(key))
+    assert await error_of(fresh) == (404, "not_found")  # its first use made no conversation
     assert await redis.xlen("tw:jobs") == 0
