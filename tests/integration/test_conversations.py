@@ -240,6 +240,21 @@ async def test_bad_conversations_are_refused(edge: EdgeClient, redis: Redis,
     assert integral.status == 201
 
 
+async def test_a_turn_over_a_limit_leaves_the_conversation_as_it_was(edge: EdgeClient) -> None:
+    key = (await new_key(edge, max_running=1))["key"]
+    await new_conversation(edge, key, id="full")
+    first = await post(edge, "full", key, "the first")  # no worker: it stays queued
+    assert first.status == 202
+    await edge.post("/v1/conversations/full/cancel", headers=bearer(key))  # frees its slot
+    held = await edge.post("/v1/streams", json={"prompt": "hold the slot"},
+                           headers=bearer(key))
+    assert held.status == 202
+    as_it_was = await history(edge, "full", key)
+    refused = await post(edge, "full", key, "one too many")
+    assert await error_of(refused) == (429, "max_running_exceeded")
+    assert await history(edge, "full", key) == as_it_was  # last_stream_id, updated_at too
+
+
 async def test_a_plain_get_of_the_websocket_url_is_a_clear_400(edge: EdgeClient) -> None:
     key = (await new_key(edge))["key"]
     for conversation_id in ((await new_conversation(edge, key))["id"], "never-made"):
