@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.openai_shape import (
+    TEXT_CONTENT_SCHEMA,
+    accepted_beyond_fields,
     check_max_tokens,
     error_object,
     error_response,
@@ -47,6 +49,13 @@ SUPPORTED = ("model", "messages", "stream", "stream_options", "max_tokens",
 #: Parameters Tokenwire does not implement, accepted only with a value that changes nothing.
 NEUTRAL = {"n": 1, "logprobs": False, "store": False, "response_format": {"type": "text"}}
 ROLES = ("system", "developer", "user", "assistant")
+#: A message as ``_messages`` reads it, in JSON Schema (the OpenAPI document).
+_MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["role", "content"],
+    "properties": {"role": {"enum": list(ROLES)}, "content": TEXT_CONTENT_SCHEMA,
+                   "name": {"description": "Accepted and ignored."}},
+    "additionalProperties": {"type": "null", "description": "Anything else: refused unless null."},
+}
 
 
 class StreamOptions(BaseModel):
@@ -56,10 +65,12 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # the rest was checked by refuse_unknown
+    # The rest was checked by refuse_unknown; the messages are read by _messages.
+    model_config = ConfigDict(extra="ignore", json_schema_extra=accepted_beyond_fields(NEUTRAL))
 
     model: str = Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
-    messages: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    messages: list[Annotated[dict[str, Any], WithJsonSchema(_MESSAGE_SCHEMA)]] = Field(
+        min_length=1, max_length=1000)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)

@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Parsed = TypeVar("Parsed", bound=BaseModel)
 
+#: A message's content as ``text_of`` reads it, in JSON Schema (the OpenAPI document).
+TEXT_CONTENT_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string"},
+    {"type": "array", "items": {
+        "type": "object", "required": ["type", "text"],
+        "properties": {"type": {"enum": ["text", "input_text", "output_text"]},
+                       "text": {"type": "string"}}}},
+]}
+
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 408: "timeout_error", 409: "conflict_error",
           413: "invalid_request_error", 415: "invalid_request_error",
@@ -91,6 +100,22 @@ class Unsupported(InvalidValue):
         super().__init__("unsupported_parameter",
                          message or f"the parameter {param!r} is not supported by Tokenwire")
         self.param = param
+
+
+def accepted_beyond_fields(neutral: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """``json_schema_extra`` of a request model read by ``read_request``: what
+    ``refuse_unknown`` lets through besides the model's own fields — each
+    parameter of ``neutral`` with its neutral value, any other one as null."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        for name, value in neutral.items():
+            schema["properties"][name] = {
+                "anyOf": [{"const": value}, {"type": "null"}],
+                "description": "Not implemented by Tokenwire: accepted with this value only."}
+        schema["additionalProperties"] = {
+            "type": "null", "description": "Any other parameter: refused unless null."}
+
+    return extra
 
 
 def refuse_unknown(body: dict[str, Any], supported: Iterable[str],

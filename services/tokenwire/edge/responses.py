@@ -21,15 +21,17 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from tokenwire import keys
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.edge.openai_shape import (
+    TEXT_CONTENT_SCHEMA,
+    accepted_beyond_fields,
     check_max_tokens,
     openai_errors,
     read_request,
@@ -56,14 +58,24 @@ SUPPORTED = ("model", "input", "instructions", "background", "stream", "max_outp
 NEUTRAL = {"store": True, "text": {"format": {"type": "text"}}, "truncation": "disabled",
            "tools": [], "tool_choice": "none", "parallel_tool_calls": False}
 _STATUS = {"queued": "queued", "running": "in_progress", "error": "failed"}
+_ROLES = ("system", "developer", "user", "assistant")
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
+#: ``input`` as ``_input_messages`` reads it, in JSON Schema (the OpenAPI document).
+_INPUT_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string", "minLength": 1},
+    {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["role", "content"],
+        "properties": {"type": {"const": "message"}, "role": {"enum": list(_ROLES)},
+                       "content": TEXT_CONTENT_SCHEMA}}},
+]}
 
 
 class ResponseRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # the rest was checked by refuse_unknown
+    # The rest was checked by refuse_unknown; the items are read by _input_messages.
+    model_config = ConfigDict(extra="ignore", json_schema_extra=accepted_beyond_fields(NEUTRAL))
 
     model: str = Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
-    input: str | list[dict[str, Any]]
+    input: Annotated[str | list[dict[str, Any]], WithJsonSchema(_INPUT_SCHEMA)]
     instructions: str | None = Field(None, max_length=200_000)
     background: bool = False
     stream: bool = False
@@ -127,7 +139,7 @@ def _input_messages(spec: ResponseRequest) -> list[dict[str, str]]:
             raise InvalidValue("unsupported_parameter",
                                f"{where}: only message items are supported by Tokenwire")
         role = item.get("role")
-        if role not in ("system", "developer", "user", "assistant"):
+        if role not in _ROLES:
             raise MalformedRequest("invalid_request", f"{where}.role is not a message role")
         messages.append({"role": str(role), "content": text_of(item.get("content"),
                                                                 f"{where}.content")})
