@@ -301,7 +301,8 @@ async def test_response_cancel_and_foreground(edges: list[EdgeClient], api_key: 
         await client.responses.create(model="simulated", input="x",
                                       previous_response_id=done.id)
     assert refused.value.param == "previous_response_id"
-    for query in ("starting_after=x", "starting_after=5_0", "starting_after=-2"):
+    for query in ("starting_after=x", "starting_after=5_0", "starting_after=-2",
+                  "starting_after="):
         # malformed: refused whether it is used (stream=true) or not
         for stream in ("", "&stream=true"):
             got = await edges[0].get(f"/v1/responses/{done.id}?{query}{stream}",

@@ -159,8 +159,8 @@ async def get_response(request: web.Request) -> web.StreamResponse:
 
 
 def _starting_after(request: web.Request) -> int | None:
-    raw = request.query.get("starting_after", "")
-    if not raw:
+    raw = request.query.get("starting_after")
+    if raw is None:
         return None
     if not _INTEGER.fullmatch(raw):  # int() would take " 5", "5_0" and other digits
         raise MalformedRequest("invalid_request", "starting_after must be an integer")
