@@ -78,9 +78,11 @@ FUZZ_ENV = {
     "OPENAI_API_KEY": "fuzz-upstream-key",
     "TOKENWIRE_DEFAULT_MODEL": MODEL,
     # A stalled stream (the other tenant's, the limited key's) stays running for
-    # the whole test: its model is silent, and nobody gives up on it.
+    # the whole test: its model is silent, and nobody gives up on it (nor does
+    # the openai SDK, whose read timeout ended them after 3 x 60 s in make fuzz).
     "TOKENWIRE_UPSTREAM_MAX_GAP_SECONDS": "3600",
     "TOKENWIRE_UPSTREAM_DEADLINE_SECONDS": "3600",
+    "TOKENWIRE_OPENAI_TIMEOUT_SECONDS": "3600",
     # Stop at once: what runs when the test ends is of no interest.
     "TOKENWIRE_WORKER_SHUTDOWN_GRACE_SECONDS": "0",
     "TOKENWIRE_DRAIN_READY_DELAY_SECONDS": "0",
