@@ -34,6 +34,7 @@ from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Principal
 from tokenwire.edge.conversations import MessageRequest, conversation_id_of, options_of
 from tokenwire.edge.cors import check_websocket_origin
+from tokenwire.edge.delivering import delivering
 from tokenwire.edge.errors import WS_SLOW_CONSUMER, WS_TRY_AGAIN, status_of
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.edge.handlers import check_limits, resume_position
@@ -133,7 +134,7 @@ class _Session:
                 events = await open_events(self._app, stream_id, position, tenant=self._tenant)
             except StreamComplete:
                 return
-            async with self._app[appkeys.CONNECTIONS].held(events.key_id):
+            async with delivering(self._app, stream_id, events.key_id, "conversation_ws"):
                 async for event in events.events():
                     await self._send(event.ws_frame())
         except ConnectionResetError:
