@@ -122,6 +122,7 @@ class Generation:
         self._started: float | None = None
         self._first_text_at: float | None = None  # in this attempt
         self._ended_at: float | None = None
+        self._finish_reason: str | None = None  # as the done event says it
         self._provider = provider
         self._buffer = buffer
         self._sink = sink
@@ -160,7 +161,7 @@ class Generation:
         return GenerationReport(
             tokens=self._stats.tokens,
             ttft_seconds=None if self._first_text_at is None else self._first_text_at - started,
-            duration_seconds=end - started, finish_reason=self._stats.finish_reason,
+            duration_seconds=end - started, finish_reason=self._finish_reason,
             cancel_latency_seconds=cancel_latency, usage=self._stats.usage)
 
     async def run(self) -> Ending:
@@ -180,6 +181,7 @@ class Generation:
                 return Ending("restart", outcome.code, outcome.message)
             await self._sink.error(outcome.code, outcome.message, outcome.retryable)
             return Ending("error", outcome.code, outcome.message)
+        self._finish_reason = outcome
         await self._sink.done(self._done_data(started, outcome))
         return Ending("done")
 
