@@ -6,6 +6,7 @@ tracing off, nothing of OpenTelemetry is even imported."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from tests.support import fake_openai
 from tests.support.processes import ROOT
 from tokenwire.client import parse_sse
 from tokenwire.edge.app import create_app
+from tokenwire.logs import JsonFormatter
 from tokenwire.otel import OtelTracing
 from tokenwire.tracing import NO_TRACING, asked_for, from_environment
 from tokenwire.worker.providers import OpenAIProvider
@@ -93,6 +95,11 @@ async def test_one_trace_from_the_post_to_the_upstream_call(
     assert [s.name for s in exporter.get_finished_spans()].count("chat fake") == 1
     finished = [r for r in caplog.records if r.getMessage().startswith("generation finished")]
     assert [getattr(r, "trace_id", None) for r in finished] == [format(trace_id, "032x")]
+    line = json.loads(JsonFormatter().format(finished[0]))  # TOKENWIRE_LOG_FORMAT=json
+    assert line["trace_id"] == format(trace_id, "032x") and line["outcome"] == "done"
+    assert line["stream_id"] == created["id"]
+    assert line["tokens"] == json.loads(events[-1][2])["tokens"]
+    assert line["ttft_ms"] >= 0 and line["duration_ms"] >= line["ttft_ms"]
 
 
 def test_tracing_is_off_unless_the_otel_variables_ask_for_it() -> None:
