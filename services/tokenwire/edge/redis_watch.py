@@ -47,9 +47,17 @@ class RedisWatch:
         self._seen_down = False
         self._back_at: float | None = None  # time.monotonic()
         self._checking: asyncio.Future[bool] | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End ``run`` at its next turn, even if the cancel that should end it
+        is lost: redis-py can swallow a cancel that lands mid-command (it
+        reconnects and retries), and a loop that ignores it keeps the edge's
+        cleanup waiting forever."""
+        self._stopping = True
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             if await self.check():
                 for task in self._every_check:
                     try:
