@@ -9,7 +9,6 @@ key's limits. ``grant`` makes the answer's stream token and delivery URLs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,13 +33,14 @@ def new_job(
 ) -> Job:
     """A job with the edge's defaults filled in (and a fresh stream id, unless
     given); with tracing on, the current request's trace context, which the
-    worker's spans continue."""
+    worker's spans continue. ``created_at_ms`` is on Redis' clock, like the
+    events' append times, so a client's time to first token is one clock's."""
     settings = app[appkeys.SETTINGS]
     return Job(
         stream_id=stream_id or keys.new_stream_id(), messages=messages,
         model=model or settings.default_model_name, max_tokens=max_tokens,
         temperature=temperature, buffer=buffer or settings.default_buffer,
-        metadata=metadata or {}, created_at_ms=int(time.time() * 1000),
+        metadata=metadata or {}, created_at_ms=app[appkeys.CLOCK].now_ms(),
         idle_cancel_ms=idle_cancel_ms, tenant=tenant,
         key_id=key.key_id if key is not None else None,
         conversation=conversation, facade=facade,
