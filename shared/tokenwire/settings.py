@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     worker_claim_timeout_ms: int = Field(30_000, ge=100, description="idle time before reclaim")
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
     consumer_name: str = Field(default_factory=_default_consumer_name)
+    worker_metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="the worker's /metrics, /healthz, /readyz listener (unset: none; 0: any)")
+    worker_metrics_host: str = Field("127.0.0.1", description="address of that listener")
 
     # Failure handling
     max_attempts: int = Field(

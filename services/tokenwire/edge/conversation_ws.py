@@ -152,8 +152,10 @@ class _Session:
                 events = await open_events(self._app, stream_id, position, tenant=self._tenant)
             except StreamComplete:
                 return
-            async for event in events.events():  # the socket's lease counts it already
-                await self._send(event.ws_frame())
+            # The socket's own lease counts the connection; the census, the viewer.
+            with self._app[appkeys.CENSUS].watching(stream_id, "conversation_ws"):
+                async for event in events.events():
+                    await self._send(event.ws_frame())
         except ConnectionResetError:
             return  # the client left (before TRANSPORT_ERRORS: it is a ConnectionError)
         except TimeoutError:

@@ -25,6 +25,7 @@ from tokenwire import keys
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Principal
 from tokenwire.edge.bodies import read_json_object
+from tokenwire.edge.delivering import delivering
 from tokenwire.edge.delivery import send_sse
 from tokenwire.edge.handlers import check_limits, demo_principal, follower_for, invalid
 from tokenwire.edge.submit import grant
@@ -154,7 +155,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     tenant = principal.tenant
     if "text/event-stream" in request.headers.get("Accept", ""):
         follower = await follower_for(request, turn.stream_id, None, tenant=tenant)
-        async with app[appkeys.CONNECTIONS].held(follower.key_id):
+        async with delivering(app, turn.stream_id, follower.key_id, "sse"):
             return await send_sse(request, follower, headers={"X-Stream-ID": turn.stream_id})
     body: dict[str, Any] = {
         "id": turn.stream_id, "status": "queued", "conversation_id": conversation_id,

@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from tokenwire.edge import keys as appkeys
 from tokenwire.edge.follower import StreamComplete
+from tokenwire.edge.instrumentation import count_refusal
 from tokenwire.edge.sse import transient_answer
 from tokenwire.errors import (
     Conflict,
@@ -108,6 +110,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except StreamComplete:
         return web.Response(status=204)
     except TokenwireError as exc:
+        count_refusal(request.app[appkeys.METRICS], exc)
         if isinstance(exc, TRANSIENT) and wants_event_stream(request):
             return transient_answer(exc.code, exc.message, exc.retry_after)
         status = status_of(exc)
@@ -127,6 +130,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except TRANSPORT_ERRORS as exc:
         log.warning("redis unavailable: %s", exc)
+        request.app[appkeys.METRICS].redis_errors.inc()
         message = "the message broker is unreachable"
         if wants_event_stream(request):
             return transient_answer("redis_unavailable", message, 1)

@@ -22,6 +22,7 @@ from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Principal
 from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.cors import check_websocket_origin
+from tokenwire.edge.delivering import delivering
 from tokenwire.edge.delivery import send_sse, send_websocket
 from tokenwire.edge.follower import Follower, StreamComplete
 from tokenwire.edge.submit import cancel, check_open, new_job, stream_grant, submit, urls_of
@@ -29,6 +30,7 @@ from tokenwire.errors import (
     Forbidden,
     InvalidValue,
     MalformedRequest,
+    StreamGone,
     StreamNotFound,
 )
 from tokenwire.events import dumps
@@ -160,7 +162,7 @@ async def create_stream_as(request: web.Request, principal: Principal) -> web.St
                              idempotency_key=idempotency_key_of(request), fingerprint=fingerprint)
     if "text/event-stream" in request.headers.get("Accept", ""):
         follower = await follower_for(request, stream_id, None, tenant=principal.tenant)
-        async with app[appkeys.CONNECTIONS].held(follower.key_id):
+        async with delivering(app, stream_id, follower.key_id, "sse"):
             return await send_sse(request, follower, headers={"X-Stream-ID": stream_id})
     body: dict[str, Any] = {"id": stream_id, "status": "queued"}
     body.update(stream_grant(app, stream_id, principal.tenant, job_request.token_scopes,
@@ -175,7 +177,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     position = resume_position(request, header=True)
     want_snapshot = request.query.get("snapshot") in ("1", "true")
     follower = await follower_for(request, stream_id, position, want_snapshot, tenant=tenant)
-    async with request.app[appkeys.CONNECTIONS].held(follower.key_id):
+    async with delivering(request.app, stream_id, follower.key_id, "sse"):
         return await send_sse(request, follower)
 
 
@@ -196,7 +198,7 @@ async def stream_websocket(request: web.Request) -> web.StreamResponse:
         if principal.may(stream_id, "cancel"):  # a read-only token's cancel is ignored
             await _cancel(request, stream_id, tenant)
 
-    async with app[appkeys.CONNECTIONS].held(follower.key_id if follower else None):
+    async with delivering(app, stream_id, follower.key_id if follower else None, "ws"):
         return await send_websocket(request, follower, cancel)
 
 
@@ -249,8 +251,14 @@ async def follower_for(
     async def redis_came_back() -> bool:
         return await watch.came_back_within(settings.edge_rebuild_grace_seconds)
 
-    return await Follower.open(
-        app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
-        idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
-        tenant=tenant, redis_came_back=redis_came_back,
-    )
+    try:
+        return await Follower.open(
+            app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
+            idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
+            tenant=tenant, redis_came_back=redis_came_back,
+        )
+    except (StreamComplete, StreamGone) as exc:  # a resume answered before any delivery
+        if position is not None:
+            app[appkeys.METRICS].resumed("complete" if isinstance(exc, StreamComplete)
+                                         else "gone")
+        raise

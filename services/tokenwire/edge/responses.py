@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from tokenwire import keys
 from tokenwire.edge import keys as appkeys
+from tokenwire.edge.delivering import delivering
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.edge.openai_shape import (
     TEXT_CONTENT_SCHEMA,
@@ -198,7 +199,7 @@ async def _stream(request: web.Request, stream_id: str, tenant: str | None,
     async with sse_stream(request, {"X-Stream-ID": stream_id}) as response:
         if events is None:
             return response  # nothing after starting_after
-        async with app[appkeys.CONNECTIONS].held(events.key_id):
+        async with delivering(app, stream_id, events.key_id, "responses"):
             async for item in converter.convert(events.events(), position):
                 await send_data(response, item, event=str(item["type"]))
     return response

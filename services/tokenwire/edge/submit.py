@@ -9,7 +9,6 @@ key's limits. ``grant`` makes the answer's stream token and delivery URLs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,16 +31,20 @@ def new_job(
     conversation: str | None = None, facade: dict[str, Any] | None = None,
     stream_id: str | None = None,
 ) -> Job:
-    """A job with the edge's defaults filled in (and a fresh stream id, unless given)."""
+    """A job with the edge's defaults filled in (and a fresh stream id, unless
+    given); with tracing on, the current request's trace context, which the
+    worker's spans continue. ``created_at_ms`` is on Redis' clock, like the
+    events' append times, so a client's time to first token is one clock's."""
     settings = app[appkeys.SETTINGS]
     return Job(
         stream_id=stream_id or keys.new_stream_id(), messages=messages,
         model=model or settings.default_model_name, max_tokens=max_tokens,
         temperature=temperature, buffer=buffer or settings.default_buffer,
-        metadata=metadata or {}, created_at_ms=int(time.time() * 1000),
+        metadata=metadata or {}, created_at_ms=app[appkeys.CLOCK].now_ms(),
         idle_cancel_ms=idle_cancel_ms, tenant=tenant,
         key_id=key.key_id if key is not None else None,
         conversation=conversation, facade=facade,
+        trace=app[appkeys.TRACING].headers() or None,
     )
 
 
@@ -78,9 +81,11 @@ async def submit(app: web.Application, job: Job, key: ApiKey | None, *,
 async def cancel(app: web.Application, stream_id: str, tenant: str | None) -> CancelOutcome:
     """Cancel a stream (see ``StreamStore.cancel``); one that was still queued is
     ended right here, so its creator's running slot is freed here too."""
-    outcome = await app[appkeys.STORE].cancel(stream_id, tenant)
+    store = app[appkeys.STORE]
+    outcome = await store.cancel(stream_id, tenant)
     if outcome.status == "cancelled":  # no worker will see it to release it
         await app[appkeys.LIMITER].release(outcome.key_id, stream_id)
+        await store.deactivate(stream_id)
     return outcome
 
 
