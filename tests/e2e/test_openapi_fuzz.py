@@ -12,14 +12,16 @@ tenant's API key, one over its limits, another tenant's key, none, stream
 and conversation tokens with each scope, expired ones, a forged one, the admin
 key, made-up ones — in the header or as ``?token=``, and is aimed now and then
 at what exists: a finished stream and response of the tenant, its
-conversation, a served model, and the other tenant's running stream and busy
-conversation. Every answer must pass schemathesis' checks (no 5xx; a
+conversation, a served model, the other tenant's running stream and busy
+conversation, and for the admin API a running stream to cancel and a
+dead-lettered job to replay. Every answer must pass schemathesis' checks (no 5xx; a
 documented status, content type, headers and body, the error shapes included;
 invalid data refused, valid data accepted; auth enforced), every SSE message
 its documented schema, and every refused answer (4xx) must have changed
 nothing in Redis: no job enqueued, no stream, conversation, message, active
 turn, idempotency key, API key or limit count created, no stream cancelled,
-no idle conversation's history touched (``FuzzEdge.writes``).
+no dead letter replayed, no operator's action journaled, the console's census
+not opened, no idle conversation's history touched (``FuzzEdge.writes``).
 
 Bounded and reproducible: derandomised generation, and credentials and
 targets chosen by a hash of the request as generated (``_aim``), so every run
@@ -113,7 +115,11 @@ class FuzzEdge:
     other_stream: str  # a running stream of "other" (nobody here may touch it)
     other_conversation: str  # a conversation of "other", busy with a running turn
     spare_key_id: str  # an API key the fuzzer may revoke
+    doomed_stream: str  # a running stream of "fuzz" the admin API may cancel
+    dead_letter: str  # a dead letter's id (a job of "fuzz") the admin API may replay
     credentials: dict[str, str]  # name → credential ("none": "")
+    #: Requests ("GET /path") that went out once with the credential that works.
+    authorised: set[str] = field(default_factory=set)
 
     def writes(self) -> Marks:
         """What a request could have written, as marks: a refused request must
@@ -129,6 +135,9 @@ class FuzzEdge:
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.xinfo_stream(keys.JOBS)
             pipe.smembers(keys.API_KEYS)
+            pipe.hkeys(keys.DEAD_REPLAYS)
+            pipe.xrange(keys.OPS_JOURNAL)
+            pipe.exists(keys.CONSOLE_OPEN)
             for name in metas:
                 pipe.hmget(name, "cancel", "cancel_reason")
             for name in counts:
@@ -138,9 +147,15 @@ class FuzzEdge:
                 pipe.llen(f"{name}:messages")
                 pipe.lindex(f"{name}:messages", 0)
                 pipe.lindex(f"{name}:messages", -1)
-            jobs, listed, *replies = pipe.execute()
+            jobs, listed, replayed, journal, console_open, *replies = pipe.execute()
         marks = Marks({("jobs added", str(jobs["entries-added"]))})
         marks.update(("listed key", key_id) for key_id in listed)
+        marks.update(("replayed", entry_id) for entry_id in replayed)
+        # (Workers journal too — restarts, errors, dead letters — but never these.)
+        marks.update(("journaled", entry_id) for entry_id, fields in journal
+                     if fields.get("kind") in ("cancel", "replay"))
+        if console_open:
+            marks.add(("console open",))
         marks.update(("stream", name) for name in metas)
         cancels, replies = replies[:len(metas)], replies[len(metas):]
         # (The worker cancels a stream nobody watched for its cancel_after: "abandoned".)
@@ -249,6 +264,8 @@ def fuzz_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEdge]:
         other_conversation = _post(url, other_key, "/v1/conversations", {"id": "fuzz-chat"},
                                    201)
         _post(url, other_key, "/v1/conversations/fuzz-chat/messages", {"content": STALLED})
+        doomed = _post(url, key, "/v1/streams", {"prompt": STALLED})
+        dead_letter = _dead_letter(url, key)
         stream_id, response_id = stream["id"], response["id"].removeprefix("resp_")
 
         def conversation_token(scope: str, **kwargs: Any) -> str:
@@ -279,7 +296,8 @@ def fuzz_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEdge]:
             url=url, redis=redis, settings=settings_of(edge_env), key=key, stream=stream_id,
             response=response["id"], conversation=conversation["id"],
             other_stream=other["id"], other_conversation=other_conversation["id"],
-            spare_key_id=spare_key_id, credentials=credentials)
+            spare_key_id=spare_key_id, doomed_stream=doomed["id"], dead_letter=dead_letter,
+            credentials=credentials)
         # Nothing refused cancelled the other tenant's stream or turn.
         other_turn = cast(str | None, redis.hget(keys.conversation_keys("other", "fuzz-chat")[0],
                                                  "active"))
@@ -293,6 +311,22 @@ def fuzz_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEdge]:
             process.stop()
         redis.close()
         valkey.stop()
+
+
+def _dead_letter(url: str, key: str) -> str:
+    """The id of a dead letter: a job the model refuses (HTTP 400, not retried)."""
+    broken = _post(url, key, "/v1/streams", {"prompt": "#status=400 fuzz", "max_tokens": 1})
+    with requests.get(f"{url}{broken['events_url']}", timeout=30) as followed:
+        assert followed.status_code == 200 and "event: error" in followed.text
+    deadline = time.monotonic() + 10  # the worker dead-letters it right after the error
+    while time.monotonic() < deadline:
+        listed = requests.get(f"{url}/v1/admin/dead-letters", headers=_bearer(ADMIN_KEY),
+                              timeout=10).json()["dead_letters"]
+        if entry_id := next((letter["id"] for letter in listed
+                             if letter["stream_id"] == broken["id"]), None):
+            return str(entry_id)
+        time.sleep(0.1)
+    raise AssertionError("the broken job was not dead-lettered")
 
 
 #: The document for an edge with the fuzzed edge's settings (which serves
@@ -346,6 +380,46 @@ def test_every_operation(case: Case[Any], fuzz_edge: FuzzEdge) -> None:
     case.validate_response(response, excluded_checks=excluded)
 
 
+def test_the_admin_api_acts_once_and_refused_changes_nothing(fuzz_edge: FuzzEdge) -> None:
+    """What the fuzzer reaches by chance, surely: the admin API's actions on a
+    running stream and a dead letter of their own (the fuzzer's may be gone).
+    Refused — no credential, a wrong one, the tenant's key, the admin key in
+    the URL (a header only: URLs reach logs) — they change nothing; with the
+    admin key a cancel cancels and a replay runs the job again, once."""
+    edge = fuzz_edge
+    actions = [
+        (schema["/v1/admin/streams/{stream_id}/cancel"]["POST"],
+         {"stream_id": _post(edge.url, edge.key, "/v1/streams", {"prompt": STALLED})["id"]}),
+        (schema["/v1/admin/dead-letters/{entry_id}/replay"]["POST"],
+         {"entry_id": _dead_letter(edge.url, edge.key)}),
+    ]
+    refusals: list[tuple[dict[str, str], dict[str, str]]] = [
+        ({}, {}), (_bearer("not-the-admin-key"), {}), (_bearer(edge.key), {}),
+        ({}, {"token": ADMIN_KEY})]
+    for operation, target in actions:
+        for headers, query in refusals:
+            before = edge.writes()
+            case = operation.Case(path_parameters=target, headers=headers, query=query)
+            response = case.call(base_url=edge.url, timeout=30)
+            assert response.status_code == 401, response.text
+            assert not edge.writes().added(before), operation.label
+            case.validate_response(response)
+    cancel, replay = (operation.Case(path_parameters=target, headers=_bearer(ADMIN_KEY))
+                      for operation, target in actions)
+    cancelled = cancel.call(base_url=edge.url, timeout=30)
+    cancel.validate_response(cancelled)
+    assert (cancelled.status_code, cancelled.json()["status"]) == (202, "cancelling")
+    assert edge.redis.hget(keys.meta(actions[0][1]["stream_id"]), "cancel") == "1"
+    answers = [replay.call(base_url=edge.url, timeout=30) for _ in range(2)]
+    for answer in answers:
+        replay.validate_response(answer)
+    assert [answer.status_code for answer in answers] == [201, 200]
+    assert [answer.json()["replayed"] for answer in answers] == [True, False]
+    new_stream = answers[0].json()["stream_id"]
+    assert answers[1].json()["stream_id"] == new_stream
+    assert edge.redis.hget(keys.DEAD_REPLAYS, actions[1][1]["entry_id"]) == new_stream
+
+
 #: Refusals of schema-valid requests that depend on what exists, not on the
 #: request's shape, so no schema can tell them: the same Idempotency-Key with
 #: another body, a model this edge does not serve (its list is not public), an
@@ -381,7 +455,12 @@ def _aim(case: Case[Any], edge: FuzzEdge) -> None:
                "response_id": [edge.response, f"resp_{edge.other_stream}"],
                "conversation_id": [edge.conversation, edge.other_conversation],
                "chat_id": [edge.conversation, edge.other_conversation],
-               "key_id": [edge.spare_key_id]}
+               "key_id": [edge.spare_key_id],
+               "entry_id": [edge.dead_letter]}
+    if case.operation.path.startswith("/v1/admin/"):
+        # The admin key may cancel any stream: not the other tenant's, which
+        # stays running to show that nothing refused cancelled it.
+        targets["stream_id"] = [edge.stream, edge.doomed_stream]
     for name, real in targets.items():
         if name in parameters:
             parameters[name] = pick(name, [parameters[name], *real])
@@ -392,13 +471,19 @@ def _aim(case: Case[Any], edge: FuzzEdge) -> None:
             case.body["model"] = pick("model", [case.body["model"], MODEL])
         if case.operation.path == "/v1/ui/chat":
             _aim_chat(case.body, edge, pick)
-    # Half of the requests carry the credential that works, so that they get
-    # past authentication and the fuzzer reaches what lies behind it.
+    # The first request of each method and path, and half of the others, carry
+    # the credential that works, so that they get past authentication and the
+    # fuzzer reaches what lies behind it (an operation without parameters
+    # gets a few requests only: each answer's body is checked at least once).
     security = {name for requirement in case.operation.definition.raw.get("security", [])
                 for name in requirement}
     valid = "admin key" if security & {"adminKey", "metricsKey"} else "key"
-    name = valid if pick("valid", [True, False]) else pick(
+    request = f"{case.method} {case.operation.path}"
+    first = request not in edge.authorised
+    name = valid if first or pick("valid", [True, False]) else pick(
         "credential", [*sorted(edge.credentials), "made up"])
+    if name == valid:
+        edge.authorised.add(request)
     others = (edge.other_stream, f"resp_{edge.other_stream}", edge.other_conversation)
     if any(value in others for value in parameters.values()) and name.startswith("other"):
         name = "key"  # the other tenant's own credentials would follow or cancel its answer
