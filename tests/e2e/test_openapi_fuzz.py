@@ -420,6 +420,22 @@ def test_the_admin_api_acts_once_and_refused_changes_nothing(fuzz_edge: FuzzEdge
     assert edge.redis.hget(keys.DEAD_REPLAYS, actions[1][1]["entry_id"]) == new_stream
 
 
+def test_the_console_listing_with_reporting_edges_is_documented(fuzz_edge: FuzzEdge) -> None:
+    """The edges report their viewers only once a listing opened the census
+    (within a second): the fuzzer's listings may all come before a report."""
+    listing = schema["/v1/admin/streams"]["GET"].Case(headers=_bearer(ADMIN_KEY))
+    deadline = time.monotonic() + 10
+    while True:
+        response = listing.call(base_url=fuzz_edge.url, timeout=30)
+        listing.validate_response(response)
+        if response.json()["edges"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (report,) = response.json()["edges"]
+    assert report["address"].endswith(fuzz_edge.url.rsplit(":", 1)[1])
+    assert response.json()["streams"], "the stalled streams are listed"
+
+
 #: Refusals of schema-valid requests that depend on what exists, not on the
 #: request's shape, so no schema can tell them: the same Idempotency-Key with
 #: another body, a model this edge does not serve (its list is not public), an
