@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import random
 
+import pytest
 from redis.asyncio import Redis
 
 from tests.integration.test_store import started
+from tests.support.waiting import eventually
 from tokenwire import keys
 from tokenwire.edge.hub import Hub
 from tokenwire.events import dumps
@@ -121,3 +123,36 @@ async def test_subscribers_cancelled_at_any_point_leave_nothing_behind(
             assert (event := await live.get(5)) is not None and event.seq == 2
     finally:
         await hub.close()
+
+
+async def test_the_first_subscriber_after_a_quiet_spell_is_confirmed(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (found by the OpenAPI fuzz test): with no channel left,
+    redis-py health-checks a pub/sub connection before its next command — a
+    PING whose reply it reads itself, while the listener is blocked reading
+    the same connection. The commander failed ("read() called while another
+    coroutine is already waiting"), the connection was dropped, and the first
+    subscriber after a quiet spell (30 s in production) waited 10 s for a 503."""
+    checking = Redis.from_url(settings.redis_url, decode_responses=True,
+                              health_check_interval=0.05)  # a health check is due at once
+    store = StreamStore(checking, settings)
+    first, second = await started(store), await started(store)
+    hub = Hub(checking, queue_size=8)
+    hub.start()
+    await hub.wait_connected()
+    try:
+        async with hub.subscribe(first.stream_id):
+            pass  # the last subscriber leaves: no channel left
+        async def nothing_subscribed() -> bool:
+            return not await checking.pubsub_shardchannels()
+
+        await eventually(nothing_subscribed, 5)
+        await asyncio.sleep(0.1)  # longer than the health-check interval
+        async with asyncio.timeout(3), hub.subscribe(second.stream_id) as live:
+            await store.append(second, 2, [PendingEvent("token", dumps({"content": "z"}), "z")])
+            assert (event := await live.get(5)) is not None and event.seq == 2
+    finally:
+        await hub.close()
+        await checking.aclose()
+    assert "restarting" not in caplog.text and hub.connected

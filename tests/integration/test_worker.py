@@ -132,3 +132,22 @@ async def test_worker_shutdown_leaves_unfinished_jobs_for_others(redis: Redis,
         await wait_for_status(store, job.stream_id, {"running"})
     pending = await redis.xpending(keys.JOBS, keys.WORKERS_GROUP)
     assert pending["pending"] == 1  # not acked: another worker will reclaim it
+
+
+async def test_a_worker_with_every_slot_busy_stops_when_asked(redis: Redis,
+                                                              redis_url: str) -> None:
+    # Found by the OpenAPI fuzz test, whose worker ignored SIGTERM: with every
+    # slot busy, the intake loop waited for a free slot and never saw stop().
+    settings = make_settings(redis_url, worker_concurrency=1, worker_shutdown_grace_seconds=0.1)
+    store = StreamStore(redis, settings)
+    job = new_job("a minute of text")
+    await store.create(job, None, "fp")
+    worker = Worker(redis, settings, SimulatedProvider(2, 0))  # 121 tokens: a minute
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_for_status(store, job.stream_id, {"running"})
+        worker.stop()
+        await asyncio.wait_for(asyncio.shield(running), 5)  # long before the text would end
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

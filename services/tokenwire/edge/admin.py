@@ -33,7 +33,7 @@ async def create_key(request: web.Request) -> web.Response:
     request.app[appkeys.AUTH].check_admin(request)
     body = await read_json_object(request, request.app[appkeys.SETTINGS])
     try:
-        spec = KeySpec.model_validate(body)
+        spec = KeySpec.model_validate(body, strict=True)  # as handlers.read_job
     except ValidationError as exc:
         raise invalid("invalid_key_spec", "the key has invalid values", exc) from exc
     record, key = await request.app[appkeys.KEY_STORE].create(spec)
@@ -59,14 +59,23 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 # --- the console's API ----------------------------------------------------------------
 
-_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_ENTRY_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})$")
+_MOST_ENTRY_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit integer
+#: ASCII digits only, and few: ``str.isdigit`` takes "²", which ``int`` refuses.
+_LIMIT = re.compile(r"^[0-9]{1,6}$")
 
 
 def _limit(request: web.Request, default: int, most: int) -> int:
     raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= most:
         raise MalformedRequest("bad_limit", f"limit must be a whole number from 1 to {most}")
     return int(raw)
+
+
+def _is_entry_id(entry_id: str) -> bool:
+    matched = _ENTRY_ID.fullmatch(entry_id)
+    return matched is not None and all(int(part) <= _MOST_ENTRY_PART
+                                       for part in matched.groups())
 
 
 async def live_streams(request: web.Request) -> web.Response:
@@ -97,7 +106,7 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
     app = request.app
     app[appkeys.AUTH].check_admin(request)
     entry_id = request.match_info["entry_id"]
-    if not _ENTRY_ID.fullmatch(entry_id):
+    if not _is_entry_id(entry_id):  # Redis would refuse it (a 500)
         raise NotFound("not_found", "no dead letter with this id")
     stream_id, replayed = await operations.replay(
         app[appkeys.REDIS], app[appkeys.STORE], entry_id, app[appkeys.TRACING].headers() or None)

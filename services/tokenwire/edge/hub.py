@@ -253,6 +253,14 @@ class Hub:
                 continue
             if failures:
                 log.info("hub reconnected")
+            if self._pubsub.connection is not None:
+                # No request/reply health checks on this connection: with no
+                # channel subscribed, redis-py sends one (a PING it reads the
+                # reply of) before the commander's next SSUBSCRIBE, while the
+                # listener is blocked reading the same connection — a
+                # RuntimeError that dropped the connection after each quiet
+                # spell. A closed connection still ends the listener's read.
+                self._pubsub.connection.health_check_interval = 0
             self._healthy = True
             self._connected.set()
             return
