@@ -219,7 +219,7 @@ async def follower_for(
         return await watch.came_back_within(settings.edge_rebuild_grace_seconds)
 
     return await Follower.open(
-        app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
-        idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
-        tenant=tenant, redis_came_back=redis_came_back,
+        app[appkeys.BROKER], app[appkeys.VIEWERS], stream_id, position,
+        want_snapshot=want_snapshot, tenant=tenant, redis_came_back=redis_came_back,
+        queue_size=settings.subscriber_queue_size,
     )
