@@ -84,11 +84,24 @@ class RedisBroker:
 
 async def catch_up(broker: Broker, stream_id: str, position: Position, read: Read
                    ) -> list[Event]:
-    """Make the read ``position`` asked for and apply it: the events to emit."""
+    """Make the read ``position`` asked for and apply it: the events to emit.
+
+    Raises ``CancelledError`` when the task was cancelled during the read even
+    if the read returned: on Python 3.11, ``asyncio.wait_for`` (which redis-py
+    awaits inside a command) returns the result of an operation that completes
+    as the task is cancelled, and the cancellation is lost — a client that left
+    during a read would be followed on forever."""
     if read.snapshot:
-        emitted = position.apply_snapshot(await broker.snapshot(stream_id))
+        result: Snapshot | Page | None = await broker.snapshot(stream_id)
     else:
-        emitted = position.apply_page(await broker.read(stream_id, read.after_seq, read.count))
+        result = await broker.read(stream_id, read.after_seq, read.count)
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+    if isinstance(result, Page):
+        emitted = position.apply_page(result)
+    else:
+        emitted = position.apply_snapshot(result)
     for event in emitted:
         if event.type == "reset":
             log.info("reset %s", event.payload()["reason"], extra={"stream_id": stream_id})
