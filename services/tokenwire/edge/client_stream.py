@@ -30,6 +30,7 @@ right ending (an SSE ``reconnect`` notice, a WebSocket close code):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
@@ -57,6 +58,10 @@ class Disconnect(enum.Enum):
     HISTORY_EXPIRED = "history_expired"
     DRAINING = "draining"
     CLIENT_GONE = "client_gone"
+
+
+#: What a stream without a viewer report holds while it is followed.
+_UNWATCHED = contextlib.nullcontext()
 
 
 class _Ended(Exception):
@@ -96,9 +101,26 @@ class ClientStream(LiveReader):
 
     async def run(self) -> Disconnect:
         """Deliver until the stream ends for this client; returns why. Raises
-        only ``CancelledError`` (the client left: aiohttp cancels its handler)."""
+        only ``CancelledError`` (the client left: aiohttp cancels its handler).
+
+        While idle, this is the connection's only frame (the reads and writes
+        are coroutines of their own only while they work): an idle
+        connection's memory is mostly its frames."""
         try:
-            return await self._run()
+            while True:  # subscribe; while the live connection is down, hold and retry
+                try:
+                    async with (self._broker.subscribe(self.stream_id, self),
+                                self._watch or _UNWATCHED):
+                        while (ended := await self._work()) is None:
+                            # Until woken: an event to write, a read to make, ``close``.
+                            waiter = self._waiter = asyncio.get_running_loop().create_future()
+                            try:
+                                await waiter
+                            finally:
+                                self._waiter = None
+                        return ended
+                except TRANSPORT_ERRORS as exc:
+                    await self._hold(exc)
         except _Ended as end:
             return end.reason
         finally:
@@ -142,24 +164,15 @@ class ClientStream(LiveReader):
 
     # --- the connection's task -------------------------------------------------------------
 
-    async def _run(self) -> Disconnect:
-        while True:
-            try:
-                async with self._broker.subscribe(self.stream_id, self):
-                    if self._watch is None:
-                        return await self._follow()
-                    async with self._watch:
-                        return await self._follow()
-            except TRANSPORT_ERRORS as exc:  # the live connection is down: hold, retry
-                await self._hold(exc)
-
-    async def _follow(self) -> Disconnect:
+    async def _work(self) -> Disconnect | None:
+        """Make the reads the position needs and write what is queued, until
+        there is nothing to do but wait (None) or the stream ended for this client."""
         position, outbox = self._position, self._outbox
         while self._closing is None:
-            read = position.next_read()
-            if read is not None:
+            if (read := position.next_read()) is not None:
                 try:
-                    events = await catch_up(self._broker, self.stream_id, position, read)
+                    for event in await catch_up(self._broker, self.stream_id, position, read):
+                        outbox.push(event)
                 except TRANSPORT_ERRORS as exc:
                     await self._hold(exc)
                     continue
@@ -168,14 +181,12 @@ class ClientStream(LiveReader):
                     log.warning("stream record vanished mid-stream",
                                 extra={"stream_id": self.stream_id})
                     return Disconnect.RECORD_MISSING
-                for event in events:
-                    outbox.push(event)
             if outbox:
                 await self._flush()
             elif position.finished:
                 return Disconnect.HISTORY_EXPIRED if position.expired else Disconnect.DONE
             elif position.level:
-                await self._wait()
+                return None
         return self._closing
 
     async def _flush(self) -> None:

@@ -58,33 +58,36 @@ def drain_retry_ms(settings: Settings) -> int:
     return int(random.uniform(0.05, 1.0) * max(settings.drain_seconds, 0.1) * 1000)
 
 
-async def _deliver(request: web.Request, follower: Follower, transport: SseTransport |
-                   WebSocketTransport, kind: str) -> Disconnect:
-    """Run the client's stream to its end, registered where the edge finds it
-    (heartbeat, draining, metrics)."""
+def _started(request: web.Request, follower: Follower,
+             transport: SseTransport | WebSocketTransport, kind: str) -> ClientStream:
+    """The client's stream, registered where the edge finds it (heartbeat,
+    draining, metrics). Not a coroutine: an idle connection holds no frame
+    for it."""
     app = request.app
-    settings, metrics = app[appkeys.SETTINGS], app[appkeys.METRICS]
-    lifecycle = app[appkeys.LIFECYCLE]
     stream = ClientStream(follower.broker, follower.stream_id, follower.position(), transport,
-                          settings, watch=follower.watching())
-    heartbeat = app[appkeys.HEARTBEAT if kind == "sse" else appkeys.WS_HEARTBEAT]
-    metrics.connections.labels(kind).inc()
-    heartbeat.add(transport)
-    lifecycle.join(stream)
-    try:
-        reason = await stream.run()
-    finally:
-        lifecycle.leave(stream)
-        heartbeat.discard(transport)
-        metrics.connections.labels(kind).dec()
-        metrics.frames_merged.inc(stream.frames_merged)
+                          app[appkeys.SETTINGS], watch=follower.watching())
+    app[appkeys.METRICS].connections.labels(kind).inc()
+    app[appkeys.HEARTBEAT if kind == "sse" else appkeys.WS_HEARTBEAT].add(transport)
+    app[appkeys.LIFECYCLE].join(stream)
+    return stream
+
+
+def _ended(request: web.Request, stream: ClientStream,
+           transport: SseTransport | WebSocketTransport, kind: str,
+           reason: Disconnect | None) -> None:
+    """Unregister the client's stream (``reason`` None: it was cancelled)."""
+    app = request.app
+    metrics = app[appkeys.METRICS]
+    app[appkeys.LIFECYCLE].leave(stream)
+    app[appkeys.HEARTBEAT if kind == "sse" else appkeys.WS_HEARTBEAT].discard(transport)
+    metrics.connections.labels(kind).dec()
+    metrics.frames_merged.inc(stream.frames_merged)
     if reason is Disconnect.SLOW_CONSUMER:
-        log.info("slow consumer disconnected", extra={"stream_id": follower.stream_id})
+        log.info("slow consumer disconnected", extra={"stream_id": stream.stream_id})
         metrics.slow_consumers.inc()
     elif reason is Disconnect.BROKER_UNAVAILABLE:
         log.warning("redis failed mid-stream, client will resume",
-                    extra={"stream_id": follower.stream_id})
-    return reason
+                    extra={"stream_id": stream.stream_id})
 
 
 async def send_sse(
@@ -98,7 +101,11 @@ async def send_sse(
     transport = SseTransport(request, response, writer,
                              request.app[appkeys.METRICS].events_sent_to("sse"),
                              head=retry_field(jittered_retry_ms(settings.sse_retry_ms)))
-    reason = await _deliver(request, follower, transport, "sse")
+    stream, reason = _started(request, follower, transport, "sse"), None
+    try:
+        reason = await stream.run()
+    finally:
+        _ended(request, stream, transport, "sse", reason)
     if reason in (Disconnect.DONE, Disconnect.CLIENT_GONE):
         return response
     retry_ms = (drain_retry_ms(settings) if reason is Disconnect.DRAINING
@@ -151,7 +158,11 @@ async def send_websocket(
 async def _pump_websocket(request: web.Request, ws: web.WebSocketResponse, follower: Follower,
                           transport: WebSocketTransport) -> None:
     settings = request.app[appkeys.SETTINGS]
-    reason = await _deliver(request, follower, transport, "ws")
+    stream, reason = _started(request, follower, transport, "ws"), None
+    try:
+        reason = await stream.run()
+    finally:
+        _ended(request, stream, transport, "ws", reason)
     if reason is Disconnect.CLIENT_GONE:
         return
     _, code, message = _ENDINGS[reason]

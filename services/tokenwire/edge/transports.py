@@ -27,6 +27,9 @@ from prometheus_client import Counter
 from tokenwire.edge.sse import PING
 from tokenwire.events import Event
 
+#: The SSE heartbeat in an HTTP/1.1 chunk (one for every response: no copy each).
+_CHUNKED_PING = b"%x\r\n%b\r\n" % (len(PING), PING)
+
 
 class Transport(Protocol):
     #: Cleared when the client's stream ends: nothing may follow its last write.
@@ -80,14 +83,13 @@ class SseTransport(_Direct):
     never a block of its own (see ``sse``). ``ping`` is the edge heartbeat's
     write."""
 
-    __slots__ = ("_chunked", "_ping_frame", "_response", "head")
+    __slots__ = ("_chunked", "_response", "head")
 
     def __init__(self, request: web.Request, response: web.StreamResponse,
                  writer: AbstractStreamWriter, sent: Counter, head: bytes = b"") -> None:
         super().__init__(request, writer, sent)
         self._response = response
         self._chunked = response.headers.get("Transfer-Encoding") == "chunked"
-        self._ping_frame = self._framed(PING)
         self.head = head
 
     async def send(self, events: list[Event]) -> None:
@@ -105,7 +107,7 @@ class SseTransport(_Direct):
         transport = self._transport
         if (self.open and transport is not None and not transport.is_closing()
                 and not transport.get_write_buffer_size()):
-            transport.write(self._ping_frame)
+            transport.write(_CHUNKED_PING if self._chunked else PING)
 
     def _frame(self, event: Event) -> bytes:
         frame = event.sse_bytes()
