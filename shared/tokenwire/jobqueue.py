@@ -94,3 +94,25 @@ class JobQueue:
         except (KeyError, ValueError):
             job = None
         return Delivery(entry_id, job, reclaimed)
+
+
+async def queue_figures(redis: Redis) -> dict[str, float]:
+    """How the queue stands, for the queue gauges: ``queue_jobs`` (not yet
+    acknowledged), ``queue_running`` (taken by a worker), ``queue_waiting``
+    (taken by none yet), ``dead_letters``."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(keys.JOBS)
+        pipe.xlen(keys.DEAD_JOBS)
+        jobs, dead = await pipe.execute()
+    running, waiting = 0, int(jobs)
+    try:
+        groups: list[dict[str, Any]] = await redis.xinfo_groups(keys.JOBS)
+    except ResponseError:  # no queue yet (no worker ever started)
+        groups = []
+    for group in groups:
+        if group.get("name") == keys.WORKERS_GROUP:
+            running = int(group.get("pending") or 0)
+            lag = group.get("lag")
+            waiting = int(lag) if lag is not None else max(int(jobs) - running, 0)
+    return {"queue_jobs": float(jobs), "queue_running": float(running),
+            "queue_waiting": float(waiting), "dead_letters": float(dead)}

@@ -41,8 +41,10 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def _events_of(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:
-    """Stream entries (id ``<seq>-0``, fields ``e``, ``t``, ``d``) as events."""
-    return [Event(fields["e"], int(entry_id.split("-", 1)[0]), fields["t"], fields["d"])
+    """Stream entries (id ``<seq>-0``, fields ``e``, ``t``, ``d``, and ``a``
+    when the append script stamped Redis' time) as events."""
+    return [Event(fields["e"], int(entry_id.split("-", 1)[0]), fields["t"], fields["d"],
+                  int(fields["a"]) if "a" in fields else None)
             for entry_id, fields in entries]
 
 
@@ -141,6 +143,16 @@ class Attempt:
     last_seq: int = 1
     text: str = ""
     tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """An append's reply: whether a cancel was requested, and for a stream with
+    an ``on_disconnect`` policy how long no edge has reported a viewer (ms;
+    None without the policy)."""
+
+    cancel_requested: bool
+    unwatched_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +269,8 @@ class StreamStore:
             pipe.expire(meta_key, self._settings.meta_ttl_seconds)
             await pipe.execute()
         try:
+            # Listed for operators before a worker can take it (and unlist it at the end).
+            await self._redis.zadd(keys.ACTIVE_STREAMS, {job.stream_id: job.created_at_ms})
             # The jobs stream lives on another Cluster slot: a second step. No
             # MAXLEN here: trimming would drop unfinished jobs; the queue is
             # bounded by admission (429) instead — checked in the same script
@@ -268,7 +282,12 @@ class StreamStore:
                 raise OverLimit("queue_full", "too many queued jobs; retry later", retry_after=2)
         except BaseException:
             await self._redis.delete(meta_key)
+            await self._redis.zrem(keys.ACTIVE_STREAMS, job.stream_id)
             raise
+
+    async def deactivate(self, stream_id: str) -> None:
+        """The stream ended: no longer listed as queued or running (idempotent)."""
+        await self._redis.zrem(keys.ACTIVE_STREAMS, stream_id)
 
     # --- reading (edge) ---------------------------------------------------------
 
@@ -386,11 +405,11 @@ class StreamStore:
         batch: Sequence[PendingEvent],
         final_status: str = "",
         tokens_delta: int = 0,
-    ) -> bool:
-        """Append ``batch`` as seqs ``first_seq...``; returns whether a cancel was
-        requested. Raises a ``WriteRejected`` when this attempt may not write.
-        The terminal batch (``final_status``) goes through even when Redis is out
-        of memory: a generation must be able to end visibly."""
+    ) -> Appended:
+        """Append ``batch`` as seqs ``first_seq...``. Raises a ``WriteRejected``
+        when this attempt may not write. The terminal batch (``final_status``)
+        goes through even when Redis is out of memory: a generation must be
+        able to end visibly."""
         script = self._append_final if final_status else self._append
         reply = await self._batcher.call(
             script, keys.stream_keys(attempt.stream_id),
@@ -412,7 +431,7 @@ class StreamStore:
             if isinstance(reply, Exception):
                 raise reply
             try:
-                outcomes.append(self._append_outcome(attempt, first_seq, reply))
+                outcomes.append(self._append_outcome(attempt, first_seq, reply).cancel_requested)
             except WriteRejected as exc:
                 outcomes.append(exc)
         return outcomes
@@ -428,10 +447,11 @@ class StreamStore:
         return args
 
     @staticmethod
-    def _append_outcome(attempt: Attempt, first_seq: int, reply: list[Any]) -> bool:
+    def _append_outcome(attempt: Attempt, first_seq: int, reply: list[Any]) -> Appended:
         outcome = reply[0]
         if outcome in ("ok", "duplicate"):
-            return bool(reply[1] == "1")
+            unwatched = int(reply[2]) if len(reply) > 2 else -1
+            return Appended(reply[1] == "1", unwatched if unwatched >= 0 else None)
         if outcome == "fenced":
             raise FencedWrite(attempt.stream_id)
         if outcome == "seq_conflict":

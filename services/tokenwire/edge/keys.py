@@ -13,6 +13,7 @@ from tokenwire.apikeys import KeyStore
 from tokenwire.conversations import ConversationStore
 from tokenwire.edge.auth import Authenticator
 from tokenwire.edge.broker import Broker
+from tokenwire.edge.census import ViewerCensus
 from tokenwire.edge.client_stream import ClientStream, Disconnect
 from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.errors import WS_SERVICE_RESTART
@@ -21,9 +22,12 @@ from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.viewers import ViewerReporter
+from tokenwire.journal import Journal
 from tokenwire.limits import KeyLimiter
+from tokenwire.redis_clock import RedisClock
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
+from tokenwire.tracing import Tracing
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
@@ -40,6 +44,10 @@ REDIS_WATCH = web.AppKey("redis_watch", RedisWatch)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)  # SSE responses
 WS_HEARTBEAT = web.AppKey("ws_heartbeat", Heartbeat)
 CONVERSATIONS = web.AppKey("conversations", ConversationStore)
+TRACING = web.AppKey("tracing", Tracing)
+CENSUS = web.AppKey("census", ViewerCensus)
+CLOCK = web.AppKey("clock", RedisClock)  # Redis' clock (delivery lag, the console)
+JOURNAL = web.AppKey("journal", Journal)
 
 
 class Lifecycle:
