@@ -14,13 +14,15 @@ from tokenwire.apikeys import KeyStore
 from tokenwire.conversations import ConversationStore
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Authenticator, KeyCache, auth_problem
+from tokenwire.edge.broker import RedisBroker
 from tokenwire.edge.census import PROTOCOLS, ViewerCensus
 from tokenwire.edge.connections import ConnectionLeases
-from tokenwire.edge.errors import WS_SERVICE_RESTART, error_middleware
+from tokenwire.edge.errors import error_middleware
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.instrumentation import metrics_middleware, tracing_middleware
 from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
+from tokenwire.edge.redis_live import RedisLiveSource
 from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.routes import setup_routes
 from tokenwire.edge.viewers import ViewerReporter
@@ -69,7 +71,7 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
         settings = app[appkeys.SETTINGS]
         redis = shared if shared is not None else create_redis(
             settings, "tw-edge", settings.edge_redis_max_connections)
-        hub = Hub(redis, settings.subscriber_queue_size)
+        hub = Hub(RedisLiveSource(redis), settings.idle_resync_seconds)
         store = StreamStore(redis, settings)
         conversations = ConversationStore(redis, settings)
         viewers = ViewerReporter(store, settings.watch_touch_seconds)
@@ -102,6 +104,7 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
         app[appkeys.STORE] = store
         app[appkeys.CONVERSATIONS] = conversations
         app[appkeys.HUB] = hub
+        app[appkeys.BROKER] = RedisBroker(store, hub)
         app[appkeys.VIEWERS] = viewers
         app[appkeys.REDIS_WATCH] = watch
         app[appkeys.HEARTBEAT] = heartbeat
@@ -153,11 +156,4 @@ async def _drain(app: web.Application) -> None:
     """Stop live deliveries (``on_shutdown``): SSE responses end with a ``retry:``
     spread over the drain window, WebSockets close with 1012; clients resume
     on another edge."""
-    lifecycle = app[appkeys.LIFECYCLE]
-    lifecycle.draining = True
-    tasks = list(lifecycle.sse_tasks)
-    for task in tasks:
-        task.cancel()
-    closing = [ws.close(code=WS_SERVICE_RESTART, message=b"edge restarting, resume")
-               for ws in list(lifecycle.websockets)]
-    await asyncio.gather(*tasks, *closing, return_exceptions=True)
+    await app[appkeys.LIFECYCLE].drain(app[appkeys.SETTINGS].send_timeout_seconds)

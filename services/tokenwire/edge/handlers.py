@@ -253,9 +253,9 @@ async def follower_for(
 
     try:
         return await Follower.open(
-            app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
-            idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
-            tenant=tenant, redis_came_back=redis_came_back,
+            app[appkeys.BROKER], app[appkeys.VIEWERS], stream_id, position,
+            want_snapshot=want_snapshot, tenant=tenant, redis_came_back=redis_came_back,
+            queue_size=settings.subscriber_queue_size,
         )
     except (StreamComplete, StreamGone) as exc:  # a resume answered before any delivery
         if position is not None:
