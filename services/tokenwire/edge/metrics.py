@@ -18,10 +18,12 @@ labelled child looked up once per connection (``*_for`` methods) and one
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 #: Append (Redis' clock) → written to the client's socket: a few ms on a
 #: healthy edge, seconds for a client catching up.
@@ -84,9 +86,12 @@ class EdgeMetrics:
         self.resumes = Counter(
             "tokenwire_edge_resumes", "Requests with a cursor, by outcome: exact, reset, "
             "snapshot, complete (204), gone (410)", ["outcome"], registry=registry)
-        self.hub_lag_events = Counter(
-            "tokenwire_hub_lag_events", "Subscribers whose live backlog overflowed (or whose "
-            "pub/sub connection dropped): they fell back to reading Redis", registry=registry)
+        # Subscribers told they may have missed live events: counted here when
+        # their own backlog overflows (``subscriber_lagged``), by the hub when
+        # its live source signals a gap (``watch_hub``); one counter at scrape.
+        self._lagged_subscribers = 0
+        self._hub_gap_signals: Callable[[], float] = lambda: 0.0
+        registry.register(_HubLagEvents(self))
         for transport in TRANSPORTS:  # every series exists from the first scrape
             self.delivery_lag.labels(transport)
             self.client_ttft.labels(transport)
@@ -106,6 +111,14 @@ class EdgeMetrics:
     def client_ttft_for(self, transport: str) -> Histogram:
         return self.client_ttft.labels(transport)
 
+    @property
+    def hub_lag_events(self) -> float:
+        return self._lagged_subscribers + self._hub_gap_signals()
+
+    def subscriber_lagged(self) -> None:
+        """One subscriber's live backlog overflowed (a plain int: the hot path)."""
+        self._lagged_subscribers += 1
+
     def resumed(self, outcome: str) -> None:
         self.resumes.labels(outcome).inc()
 
@@ -117,7 +130,10 @@ class EdgeMetrics:
         self.auth_refusals.labels(reason).inc()
 
     def watch_hub(self, channels: Callable[[], float], subscribers: Callable[[], float],
-                  messages: Callable[[], float]) -> None:
+                  messages: Callable[[], float], gap_signals: Callable[[], float]) -> None:
+        """``gap_signals``: subscribers the hub told they may have missed events
+        (its live source lost messages, or one was malformed)."""
+        self._hub_gap_signals = gap_signals
         for name, doc, fn in (
             ("tokenwire_hub_channels", "Live streams this edge subscribes to", channels),
             ("tokenwire_hub_subscribers", "Local subscribers across all streams", subscribers),
@@ -161,3 +177,18 @@ class EdgeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _HubLagEvents(Collector):
+    """``tokenwire_hub_lag_events_total``: overflowed subscribers plus the hub's gap signals."""
+
+    def __init__(self, metrics: EdgeMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "tokenwire_hub_lag_events", "Subscribers told they may have missed live events: "
+            "their own backlog overflowed (counted once until they caught up), or the hub's "
+            "live source lost messages (its connection dropped, a slot moved: each subscriber "
+            "of the channels, per signal) or one was malformed; they re-read Redis",
+            value=self._metrics.hub_lag_events)
