@@ -408,4 +408,7 @@ async def test_a_slow_consumer_moves_slow_consumers_lag_events_and_merged_frames
         stalled.close()
     assert moved(before, after, "tokenwire_hub_lag_events_total") == 1  # overflowed once
     assert moved(before, after, "tokenwire_edge_frames_merged_total") > 0
+    # every frame written had its delivery lag observed, merged ones included (once each)
+    assert moved(before, after, "tokenwire_edge_delivery_lag_seconds_count", transport="sse") \
+        == moved(before, after, "tokenwire_edge_events_sent_total", transport="sse")
     assert moved(before, after, "tokenwire_edge_slow_consumers_total") == 1
