@@ -30,7 +30,7 @@ from tokenwire import keys
 
 DESIGNS = ("tokenwire", "raw", "naive")
 #: Optional variants, compared only when asked for (--designs).
-VARIANTS = ("tokenwire-uvloop",)
+VARIANTS = ("tokenwire-uvloop", "tokenwire-nometrics")
 
 
 @dataclass
@@ -133,6 +133,9 @@ def run_one(scenario: Scenario, design: str, valkey: ValkeyServer, logs: Path) -
             edge = Child("edge", ["-m", "tokenwire", "edge", "--port", str(port)], logs,
                          {"TOKENWIRE_REDIS_URL": url, "TOKENWIRE_LOG_LEVEL": "WARNING",
                           "TOKENWIRE_EVENT_LOOP": loop,
+                          # The delivery path's per-frame observations (lag, time to
+                          # first token), off to measure what they cost.
+                          "TOKENWIRE_DELIVERY_METRICS": str(design != "tokenwire-nometrics"),
                           # Delivery is measured, not the per-connect auth check.
                           "TOKENWIRE_AUTH_DISABLED": "true"})
     loadgen: Child | None = None
