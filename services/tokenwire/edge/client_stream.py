@@ -204,6 +204,9 @@ class ClientStream(LiveReader):
 
     def _judge_resume(self, emitted: list[Event]) -> None:
         position = self._position
+        if position.missing:  # the record vanished: no outcome to count
+            self._resuming = False
+            return
         outcome = resume_outcome(emitted, position.level or position.ended)
         if outcome is not None and self._meter is not None:
             self._meter.resumed(outcome)

@@ -21,8 +21,9 @@ replay, not a wait).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
+from tokenwire.edge.hot_histogram import HistogramCounts
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.events import Event
 from tokenwire.redis_clock import RedisClock
@@ -42,8 +43,8 @@ class DeliveryMeter:
         self._metrics = metrics
         self._sent: Counter = metrics.events_sent_to(transport)
         self._clock = clock
-        self._lag: Histogram = metrics.delivery_lag_for(transport)
-        self._ttft: Histogram = metrics.client_ttft_for(transport)
+        self._lag: HistogramCounts = metrics.delivery_lag_for(transport)
+        self._ttft: HistogramCounts = metrics.client_ttft_for(transport)
         self._ttft_from_us = (created_at_ms * 1000 if clock is not None and created_at_ms
                               else None)
         self._joined_at_us = clock.now_us() if clock is not None else 0.0
