@@ -94,6 +94,14 @@ async def follow(edge: EdgeClient, path: str, last_event_id: str | None = None
     return response.status, await events_of(response.content)
 
 
+async def create_stream(edge: EdgeClient, key: str, prompt: str) -> dict[str, Any]:
+    response = await edge.post("/v1/streams", json={"prompt": prompt, "model": "fake"},
+                               headers=bearer(key))
+    assert response.status == 202
+    created: dict[str, Any] = await response.json()
+    return created
+
+
 async def events_of(lines: aiohttp.StreamReader) -> list[ClientEvent]:
     return [ClientEvent(i or "", t, json.loads(d)) async for i, t, d in parse_sse(lines)]
 
@@ -110,11 +118,7 @@ async def test_a_scripted_run_moves_each_metric_by_what_happened(
             session, worker_metrics + "/metrics")
 
         async def create(prompt: str) -> dict[str, Any]:
-            response = await edge.post("/v1/streams", json={"prompt": prompt, "model": "fake"},
-                                       headers=bearer(key))
-            assert response.status == 202
-            created: dict[str, Any] = await response.json()
-            return created
+            return await create_stream(edge, key, prompt)
 
         normal = await create("a normal answer")
         status, events = await follow(edge, normal["events_url"])
@@ -275,11 +279,7 @@ async def test_the_delivery_path_moves_by_what_each_client_was_written(
         before = await scrape(session, edge_url)
 
         async def create(prompt: str) -> dict[str, Any]:
-            response = await edge.post("/v1/streams", json={"prompt": prompt, "model": "fake"},
-                                       headers=bearer(key))
-            assert response.status == 202
-            created: dict[str, Any] = await response.json()
-            return created
+            return await create_stream(edge, key, prompt)
 
         async def sse(path: str, last_event_id: str | None = None) -> list[ClientEvent]:
             nonlocal unstamped
