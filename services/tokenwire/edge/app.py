@@ -116,7 +116,7 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
                  start_supervised("sse-heartbeat", heartbeat.run),
                  start_supervised("ws-heartbeat", ws_heartbeat.run)]
         yield
-        watch.stop()
+        await watch.close()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -56,6 +56,16 @@ class RedisWatch:
         cleanup waiting forever."""
         self._stopping = True
 
+    async def close(self) -> None:
+        """Stop, and wait for the check in flight: it is shielded from its
+        callers' cancels, so without this it could still be taking a connection
+        from the pool after the edge closed it (a connection nobody closes)."""
+        self.stop()
+        checking = self._checking
+        if checking is not None:
+            checking.cancel()
+            await asyncio.gather(checking, return_exceptions=True)
+
     async def run(self) -> None:
         while not self._stopping:
             if await self.check():
