@@ -33,6 +33,7 @@ from tests.integration.auth_support import (
 )
 from tests.integration.edge_support import EdgeClient, assemble, read_events
 from tests.integration.test_edge_api import error_of, expected_text, ws_events
+from tests.support.jobs import queued_jobs
 from tokenwire import keys
 from tokenwire.edge.app import InsecureSettings, create_app
 from tokenwire.settings import Settings
@@ -61,7 +62,7 @@ async def test_creating_needs_a_valid_api_key(edge: EdgeClient, redis: Redis) ->
     token = (await create(edge, key))["token"]
     response = await edge.post("/v1/streams", json={"prompt": "x"}, headers=bearer(token))
     assert await error_of(response) == (403, "api_key_required")
-    assert await redis.xlen(keys.JOBS) == 1  # only the stream created with the key
+    assert await queued_jobs(redis) == 1  # only the stream created with the key
 
 
 async def test_the_answer_carries_a_token_and_urls_that_work_as_they_are(
@@ -113,7 +114,7 @@ async def test_bad_token_requests_are_422_and_change_nothing(
     key = (await new_key(edge))["key"]
     response = await edge.post("/v1/streams", json=body, headers=bearer(key))
     assert await error_of(response) == (422, "invalid_job")
-    assert await redis.xlen(keys.JOBS) == 0
+    assert await queued_jobs(redis) == 0
 
 
 async def test_a_token_for_one_stream_is_refused_on_another_and_after_expiry(
@@ -197,7 +198,7 @@ async def test_an_idempotency_key_is_scoped_to_the_tenant(edge: EdgeClient, redi
     theirs = await create(edge, globex, {"prompt": "a"}, same)
     again = await create(edge, acme, {"prompt": "a"}, same)
     assert theirs["id"] != first["id"] and again["id"] == first["id"]
-    assert await redis.xlen(keys.JOBS) == 2
+    assert await queued_jobs(redis) == 2
     status = await edge.get(f"/v1/streams/{theirs['id']}", headers=bearer(acme))
     assert status.status == 404
 

@@ -27,6 +27,7 @@ from tests.integration.auth_support import (
 )
 from tests.integration.edge_support import EdgeClient, read_events
 from tests.integration.test_edge_api import error_of, reconnect_notice
+from tests.support.jobs import queued_jobs
 from tests.support.streams import begin_attempt, new_job
 from tokenwire import keys
 from tokenwire.edge.app import create_app
@@ -64,7 +65,7 @@ async def test_the_model_allowlist(edge: EdgeClient, redis: Redis) -> None:
     response = await edge.post("/v1/streams", json={"prompt": "x", "model": "gpt-4o"},
                                headers=bearer(key))
     assert await error_of(response) == (422, "model_not_allowed")
-    assert await redis.xlen(keys.JOBS) == 0
+    assert await queued_jobs(redis) == 0
     await create(edge, key, {"prompt": "x"})  # the default model (simulated) is allowed
     await create(edge, key, {"prompt": "x", "model": "simulated"})
 
@@ -75,7 +76,7 @@ async def test_max_running_never_overshoots_and_slots_come_back(
     key = (await new_key(edge, max_running=3))["key"]
     responses = await create_many(edge, 25, key)
     assert await refusals(responses) == {(202, ""): 3, (429, "max_running_exceeded"): 22}
-    assert await redis.xlen(keys.JOBS) == 3
+    assert await queued_jobs(redis) == 3
     admitted = [(await r.json())["id"] for r in responses if r.status == 202]
     # A queued stream cancelled by its tenant frees its slot at once.
     cancelled = await edge.post(f"/v1/streams/{admitted[0]}/cancel", headers=bearer(key))
@@ -207,17 +208,19 @@ async def test_open_connections_never_overshoot_across_edges(
 async def test_a_full_queue_never_overshoots(
     redis: Redis, redis_url: str, aiohttp_client: ClientFactory
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=5)))
+    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=5,
+                                                             job_partitions=1)))
     responses = await create_many(client, 30)
     assert await refusals(responses) == {(202, ""): 5, (429, "queue_full"): 25}
-    assert await redis.xlen(keys.JOBS) == 5
+    assert await queued_jobs(redis) == 5
     assert len([k async for k in redis.scan_iter("tw:{*}:meta")]) == 5  # refused: no record
 
 
 async def test_a_refused_enqueue_takes_its_admission_back(
     redis: Redis, redis_url: str, aiohttp_client: ClientFactory
 ) -> None:
-    client = await aiohttp_client(create_app(auth_settings(redis_url, max_queue_length=1)))
+    client = await aiohttp_client(create_app(auth_settings(redis_url, max_queue_length=1,
+                                                           job_partitions=1)))
     created = await new_key(client, max_running=5, requests_per_minute=5)
     await create(client, created["key"])
     assert await refusals(await create_many(client, 3, created["key"])) == {

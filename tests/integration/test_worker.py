@@ -1,22 +1,26 @@
-"""The worker against a real Valkey: generation, ack, reclaim, claim refresh, cancel."""
+"""The worker against a real Valkey and a real Valkey Cluster: generation, ack,
+reclaim, claim refresh, cancel, the partitioned queue and the legacy stream."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 
-from redis.asyncio import Redis
+import pytest
 
-from tests.conftest import make_settings, running_worker
+from tests.conftest import SettingsFactory, running_worker
+from tests.support.jobs import pending_jobs, queued_jobs
 from tests.support.streams import begin_attempt, new_job
-from tokenwire import keys
 from tokenwire.events import dumps
-from tokenwire.jobqueue import JobQueue
+from tokenwire.jobqueue import JobQueue, partition_for
+from tokenwire.redis_client import RedisClient
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, PendingEvent, StreamStore
 from tokenwire.worker.providers import SimulatedProvider
 from tokenwire.worker.providers.simulated import simulated_tokens
 from tokenwire.worker.worker import Worker
+
+pytestmark = pytest.mark.both_backends
 
 
 async def wait_for_status(store: StreamStore, stream_id: str, statuses: set[str],
@@ -29,7 +33,9 @@ async def wait_for_status(store: StreamStore, stream_id: str, statuses: set[str]
             await asyncio.sleep(0.02)
 
 
-async def test_burst_worker_generates_every_job_exactly(redis: Redis, settings: Settings) -> None:
+async def test_burst_worker_generates_every_job_exactly(
+    redis: RedisClient, settings: Settings
+) -> None:
     store = StreamStore(redis, settings)
     jobs = [new_job(f"prompt {i}") for i in range(5)]
     for job in jobs:
@@ -45,12 +51,11 @@ async def test_burst_worker_generates_every_job_exactly(redis: Redis, settings: 
         assert snap.meta.final is not None
         assert snap.meta.final["sha256"] == hashlib.sha256(expected.encode()).hexdigest()
     # Acked and deleted: nothing pending, nothing left in the queue.
-    assert await redis.xlen(keys.JOBS) == 0
-    pending = await redis.xpending(keys.JOBS, keys.WORKERS_GROUP)
-    assert pending["pending"] == 0
+    assert await queued_jobs(redis, settings.job_partitions) == 0
+    assert await pending_jobs(redis, settings.job_partitions) == []
 
 
-async def test_the_default_buffer_writes_fewer_events_than_tokens(redis: Redis,
+async def test_the_default_buffer_writes_fewer_events_than_tokens(redis: RedisClient,
                                                                    settings: Settings) -> None:
     store = StreamStore(redis, settings)
     job = new_job("coalesce me")
@@ -63,16 +68,17 @@ async def test_the_default_buffer_writes_fewer_events_than_tokens(redis: Redis,
     assert meta.last_seq - 2 < meta.tokens / 4  # minus start and done
 
 
-async def test_a_job_whose_worker_died_is_reclaimed_as_a_new_attempt(redis: Redis,
-                                                                     redis_url: str) -> None:
-    settings = make_settings(redis_url, worker_claim_timeout_ms=300)
+async def test_a_job_whose_worker_died_is_reclaimed_as_a_new_attempt(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    settings = settings_factory(worker_claim_timeout_ms=300)
     store = StreamStore(redis, settings)
     job = new_job("orphan")
     await store.create(job, None, "fp")
     # A worker takes the job and dies after its first attempt began.
-    dead = JobQueue(redis, "dead-worker", 300)
-    await dead.ensure_group()
-    [delivery] = await dead.read_new(1, 10)
+    dead = JobQueue(redis, "dead-worker", 300, settings.job_partitions)
+    await dead.ensure_groups()
+    [delivery] = await dead.read_new(partition_for(job.stream_id, settings.job_partitions), 1)
     first = await begin_attempt(store, job.stream_id, "dead-worker", delivery.entry_id)
     assert isinstance(first, Attempt)
     await store.append(first, 2, [PendingEvent("token", dumps({"content": "x"}), "x")])
@@ -82,16 +88,18 @@ async def test_a_job_whose_worker_died_is_reclaimed_as_a_new_attempt(redis: Redi
     assert meta is not None and meta.attempt == 2 and meta.epoch != first.epoch
     events = await store.read_events(job.stream_id, 0, 1)
     assert events[0].type == "start" and events[0].epoch == meta.epoch
-    assert await redis.xlen(keys.JOBS) == 0, f"{delivery.entry_id} must be acked"
+    assert await queued_jobs(redis, settings.job_partitions) == 0, delivery.entry_id
 
 
-async def test_a_long_generation_is_not_stolen_while_alive(redis: Redis, redis_url: str) -> None:
-    settings = make_settings(redis_url, worker_claim_timeout_ms=400,
-                             simulated_tokens_per_second=100)  # ~1.2 s, 3 claim timeouts
+async def test_a_long_generation_is_not_stolen_while_alive(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    settings = settings_factory(worker_claim_timeout_ms=400,
+                                simulated_tokens_per_second=100)  # ~1.2 s, 3 claim timeouts
     store = StreamStore(redis, settings)
     job = new_job("long one")
     await store.create(job, None, "fp")
-    other = make_settings(redis_url, worker_claim_timeout_ms=400, consumer_name="other")
+    other = settings_factory(worker_claim_timeout_ms=400, consumer_name="other")
     async with running_worker(redis, settings, SimulatedProvider(100, 0)) as first, \
             running_worker(redis, other, SimulatedProvider(100, 0)) as second:
         await wait_for_status(store, job.stream_id, {"done"})
@@ -101,8 +109,10 @@ async def test_a_long_generation_is_not_stolen_while_alive(redis: Redis, redis_u
     assert first.jobs_finished + second.jobs_finished == 1
 
 
-async def test_cancel_reaches_the_running_worker_quickly(redis: Redis, redis_url: str) -> None:
-    settings = make_settings(redis_url, simulated_tokens_per_second=20)  # ~6 s if not cancelled
+async def test_cancel_reaches_the_running_worker_quickly(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    settings = settings_factory(simulated_tokens_per_second=20)  # ~6 s if not cancelled
     store = StreamStore(redis, settings)
     job = new_job("cancel me")
     await store.create(job, None, "fp")
@@ -118,17 +128,18 @@ async def test_cancel_reaches_the_running_worker_quickly(redis: Redis, redis_url
     assert meta is not None and meta.final is not None
     assert meta.final["finish_reason"] == "cancelled"
     assert 0 < meta.final["tokens"] < 120
-    assert await redis.xlen(keys.JOBS) == 0
+    assert await queued_jobs(redis, settings.job_partitions) == 0
 
 
-async def test_worker_shutdown_leaves_unfinished_jobs_for_others(redis: Redis,
-                                                                 redis_url: str) -> None:
-    settings = make_settings(redis_url, worker_shutdown_grace_seconds=0.1,
-                             simulated_tokens_per_second=20)
+async def test_worker_shutdown_leaves_unfinished_jobs_for_others(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    settings = settings_factory(worker_shutdown_grace_seconds=0.1,
+                                simulated_tokens_per_second=20)
     store = StreamStore(redis, settings)
     job = new_job("interrupted")
     await store.create(job, None, "fp")
     async with running_worker(redis, settings, SimulatedProvider(20, 0)):
         await wait_for_status(store, job.stream_id, {"running"})
-    pending = await redis.xpending(keys.JOBS, keys.WORKERS_GROUP)
-    assert pending["pending"] == 1  # not acked: another worker will reclaim it
+    pending = await pending_jobs(redis, settings.job_partitions)
+    assert len(pending) == 1  # not acked: another worker will reclaim it
