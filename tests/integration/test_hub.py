@@ -1,4 +1,5 @@
-"""The hub: one pub/sub connection, every local subscriber fed."""
+"""The hub: one pub/sub connection (in a cluster: one per node with subscribed
+streams), every local subscriber fed — on standalone Valkey and on a cluster."""
 
 from __future__ import annotations
 
@@ -6,26 +7,37 @@ import asyncio
 import contextlib
 import random
 
-from redis.asyncio import Redis
+import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from tests.integration.test_store import started
 from tokenwire import keys
-from tokenwire.edge.hub import Hub
+from tokenwire.edge.source_hub import hub_for
 from tokenwire.events import dumps
-from tokenwire.redis_client import create_redis
+from tokenwire.redis_client import RedisClient, create_redis
 from tokenwire.settings import Settings
 from tokenwire.store import PendingEvent, StreamStore
 
+pytestmark = pytest.mark.both_backends
+
+
+async def pubsub_connections(redis: RedisClient) -> int:
+    """Pub/sub connections the server(s) hold (every master of a cluster)."""
+    if not isinstance(redis, RedisCluster):
+        return len(await redis.client_list(_type="pubsub"))
+    return sum([len(await redis.client_list(_type="pubsub", target_nodes=node))
+                for node in redis.get_primaries()])
+
 
 async def test_concurrent_first_subscribers_of_many_streams_all_receive(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     """Regression: redis-py's PubSub connects lazily, and concurrent first
     subscribes could each open a connection, orphaning subscriptions."""
     store = StreamStore(redis, settings)
     attempts = [await started(store) for _ in range(20)]
     fresh = create_redis(settings)  # no idle connections: connecting takes a while
-    hub = Hub(fresh, queue_size=64)
+    hub = hub_for(fresh, queue_size=64)
     hub.start()
     await hub.wait_connected()
     try:
@@ -45,30 +57,30 @@ async def test_concurrent_first_subscribers_of_many_streams_all_receive(
 
 
 async def test_the_hub_holds_one_connection_whatever_the_subscribers(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     store = StreamStore(redis, settings)
     attempts = [await started(store) for _ in range(30)]
-    hub = Hub(redis, queue_size=8)
+    hub = hub_for(redis, queue_size=8)
     hub.start()
     await hub.wait_connected()
     try:
         async with contextlib.AsyncExitStack() as stack:
             await asyncio.gather(*(stack.enter_async_context(hub.subscribe(a.stream_id))
                                    for a in attempts for _ in range(5)))
-            clients = await redis.client_list(_type="pubsub")
-            assert len(clients) == 1
+            masters = len(redis.get_primaries()) if isinstance(redis, RedisCluster) else 1
+            assert await pubsub_connections(redis) == masters  # 30 streams: on every master
             assert hub.subscribers == 150 and hub.channels == 30
     finally:
         await hub.close()
 
 
 async def test_a_poisoned_live_message_does_not_stop_the_next_one(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     store = StreamStore(redis, settings)
     attempt = await started(store)
-    hub = Hub(redis, queue_size=8)
+    hub = hub_for(redis, queue_size=8)
     hub.start()
     await hub.wait_connected()
     try:
@@ -85,12 +97,12 @@ async def test_a_poisoned_live_message_does_not_stop_the_next_one(
 
 
 async def test_subscribers_cancelled_at_any_point_leave_nothing_behind(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     """Each subscriber is cancelled at a random moment: while its subscription
     waits for Redis, while it holds it, or while it leaves."""
     stream_ids = [(await started(StreamStore(redis, settings))).stream_id for _ in range(8)]
-    hub = Hub(redis, queue_size=8)
+    hub = hub_for(redis, queue_size=8)
     hub.start()
     await hub.wait_connected()
 

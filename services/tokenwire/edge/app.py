@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from tokenwire.apikeys import KeyStore
@@ -16,14 +15,14 @@ from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Authenticator, KeyCache, auth_problem
 from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.errors import WS_SERVICE_RESTART, error_middleware
-from tokenwire.edge.hub import Hub
 from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.routes import setup_routes
+from tokenwire.edge.source_hub import hub_for
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.limits import KeyLimiter
-from tokenwire.redis_client import create_redis
+from tokenwire.redis_client import RedisClient, create_redis
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
 from tokenwire.supervision import start_supervised
@@ -35,7 +34,7 @@ class InsecureSettings(ValueError):
     """The edge would be open to anyone without saying so (see ``auth_problem``)."""
 
 
-def create_app(settings: Settings, redis: Redis | None = None) -> web.Application:
+def create_app(settings: Settings, redis: RedisClient | None = None) -> web.Application:
     """Build the edge. ``redis`` lets a caller share its client (it stays the caller's).
     Refuses (``InsecureSettings``) to build an edge without auth unless auth is
     explicitly disabled."""
@@ -52,13 +51,13 @@ def create_app(settings: Settings, redis: Redis | None = None) -> web.Applicatio
     return app
 
 
-def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
+def _redis_context(shared: RedisClient | None):  # type: ignore[no-untyped-def]
     async def context(app: web.Application) -> AsyncIterator[None]:
         # Nothing here waits for Redis: the edge starts (unready) while it is down.
         settings = app[appkeys.SETTINGS]
         redis = shared if shared is not None else create_redis(
             settings, "tw-edge", settings.edge_redis_max_connections)
-        hub = Hub(redis, settings.subscriber_queue_size)
+        hub = hub_for(redis, settings.subscriber_queue_size)
         store = StreamStore(redis, settings)
         conversations = ConversationStore(redis, settings)
         viewers = ViewerReporter(store, settings.watch_touch_seconds)

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tokenwire import events as ev
 from tokenwire.cursor import Cursor
-from tokenwire.edge.hub import Hub
+from tokenwire.edge.source_hub import AnyHub
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.errors import StreamGone, StreamNotFound, Unavailable
 from tokenwire.events import Event
@@ -61,7 +61,7 @@ class Follower:
     def __init__(
         self,
         store: StreamStore,
-        hub: Hub,
+        hub: AnyHub,
         stream_id: str,
         position: Cursor | None,
         *,
@@ -99,7 +99,7 @@ class Follower:
 
     @classmethod
     async def open(
-        cls, store: StreamStore, hub: Hub, viewers: ViewerReporter, stream_id: str,
+        cls, store: StreamStore, hub: AnyHub, viewers: ViewerReporter, stream_id: str,
         position: Cursor | None, *, idle_resync: float, want_snapshot: bool = False,
         tenant: str | None = None,
         redis_came_back: Callable[[], Awaitable[bool]] | None = None,

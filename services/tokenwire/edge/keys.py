@@ -6,25 +6,25 @@ import asyncio
 import weakref
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from tokenwire.apikeys import KeyStore
 from tokenwire.conversations import ConversationStore
 from tokenwire.edge.auth import Authenticator
 from tokenwire.edge.connections import ConnectionLeases
-from tokenwire.edge.hub import Hub
 from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.redis_watch import RedisWatch
+from tokenwire.edge.source_hub import AnyHub
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.limits import KeyLimiter
+from tokenwire.redis_client import RedisClient
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
 
 SETTINGS = web.AppKey("settings", Settings)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 STORE = web.AppKey("store", StreamStore)
-HUB = web.AppKey("hub", Hub)
+HUB: web.AppKey[AnyHub] = web.AppKey("hub")
 METRICS = web.AppKey("metrics", EdgeMetrics)
 VIEWERS = web.AppKey("viewers", ViewerReporter)
 AUTH = web.AppKey("auth", Authenticator)
