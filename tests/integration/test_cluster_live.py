@@ -14,13 +14,12 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from tests.conftest import Backend
 from tests.support.valkey_cluster import SLOT_RANGES, ValkeyCluster
 from tokenwire import keys
 from tokenwire.edge.cluster_live import ClusterLiveSource
 from tokenwire.redis_client import TRANSPORT_ERRORS, RedisClient
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.cluster_only, pytest.mark.timeout(90)]
 
 
 class Recorder:
@@ -55,11 +54,6 @@ def channel_in_range(first: int, last: int, skip: int = 0) -> str:
                 return channel
             skip -= 1
     raise AssertionError("no such channel")
-
-
-@pytest.fixture
-def backend() -> Backend:
-    return "cluster"
 
 
 @pytest.fixture

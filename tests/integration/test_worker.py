@@ -11,8 +11,9 @@ import pytest
 from tests.conftest import SettingsFactory, running_worker
 from tests.support.jobs import pending_jobs, queued_jobs
 from tests.support.streams import begin_attempt, new_job
+from tokenwire import keys
 from tokenwire.events import dumps
-from tokenwire.jobqueue import JobQueue, partition_for
+from tokenwire.jobqueue import LEGACY, JobQueue, partition_for
 from tokenwire.redis_client import RedisClient
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, PendingEvent, StreamStore
@@ -143,3 +144,72 @@ async def test_worker_shutdown_leaves_unfinished_jobs_for_others(
         await wait_for_status(store, job.stream_id, {"running"})
     pending = await pending_jobs(redis, settings.job_partitions)
     assert len(pending) == 1  # not acked: another worker will reclaim it
+
+
+# --- the partitioned queue ---------------------------------------------------------------
+
+
+async def test_jobs_spread_over_the_partitions_and_every_one_is_run(
+    redis: RedisClient, settings: Settings
+) -> None:
+    store = StreamStore(redis, settings)
+    jobs = [new_job(f"spread {i}") for i in range(24)]
+    for job in jobs:
+        await store.create(job, None, "fp")
+    used = {partition_for(job.stream_id, settings.job_partitions) for job in jobs}
+    assert len(used) > settings.job_partitions // 2  # 24 random ids over 16 partitions
+    worker = Worker(redis, settings, SimulatedProvider(5000, 0), burst=True)
+    await asyncio.wait_for(worker.run(), 20)
+    assert worker.jobs_finished == 24
+    assert await queued_jobs(redis, settings.job_partitions) == 0
+
+
+async def test_a_worker_never_holds_more_jobs_than_its_concurrency(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    settings = settings_factory(worker_concurrency=2, simulated_tokens_per_second=400)
+    store = StreamStore(redis, settings)
+    jobs = [new_job(f"bounded {i}") for i in range(6)]  # ~0.3 s each, over 6 partitions
+    for job in jobs:
+        await store.create(job, None, "fp")
+    held = 0
+    async with running_worker(redis, settings, SimulatedProvider(400, 0)) as worker:
+        async with asyncio.timeout(20):
+            while worker.jobs_finished < 6:
+                held = max(held, len(await pending_jobs(redis, settings.job_partitions)))
+                await asyncio.sleep(0.01)
+    assert held == 2
+
+
+async def test_an_idle_worker_is_woken_by_a_new_job(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    """Workers never block on a read: a new job wakes them (``tw:jobs:wake``)
+    long before their next look at every partition (8 s here)."""
+    settings = settings_factory(read_block_ms=8000)
+    store = StreamStore(redis, settings)
+    async with running_worker(redis, settings) as worker:
+        await asyncio.sleep(0.3)  # it has looked at every partition, found nothing
+        job = new_job("wake up")
+        await store.create(job, None, "fp")
+        assert await wait_for_status(store, job.stream_id, {"done"}, seconds=4) == "done"
+        assert worker.jobs_finished == 1
+
+
+async def test_jobs_queued_before_the_upgrade_on_tw_jobs_are_not_lost(
+    redis: RedisClient, settings: Settings
+) -> None:
+    """Before the partitioned queue, every job went to one stream, ``tw:jobs``:
+    one queued there, and one an old worker took and died with, are run."""
+    store = StreamStore(redis, settings)
+    queued, orphaned = new_job("queued before"), new_job("held by an old worker")
+    await redis.xgroup_create(LEGACY.stream, "workers", id="0", mkstream=True)
+    for job in (queued, orphaned):
+        await redis.hset(keys.meta(job.stream_id), mapping=job.meta_fields())  # type: ignore[arg-type]
+        await redis.xadd(LEGACY.stream, {"job": job.model_dump_json()})
+    await redis.xreadgroup("workers", "old-worker", {LEGACY.stream: ">"}, count=1)
+    quick = settings.model_copy(update={"worker_claim_timeout_ms": 300})
+    async with running_worker(redis, quick):
+        for job in (queued, orphaned):
+            assert await wait_for_status(store, job.stream_id, {"done"}) == "done"
+    assert await redis.xlen(LEGACY.stream) == 0

@@ -165,24 +165,34 @@ class ValkeyCluster:
         """Move ``slot`` (and its keys) to the master ``target`` the way an
         operator does: ``SETSLOT … IMPORTING/MIGRATING``, ``MIGRATE … KEYS``,
         ``SETSLOT … NODE`` on both ends (and the others). Returns the source."""
+        source = self.start_migration(slot, target)
+        self.move_keys(slot, source, target)
+        self.finish_migration(slot, target)
+        return source
+
+    def start_migration(self, slot: int, target: ClusterNode) -> ClusterNode:
+        """``SETSLOT … IMPORTING`` on ``target``, ``… MIGRATING`` on the owner."""
         source = self.node_of_slot(slot)
         with target.client() as to, source.client() as of:
             to.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
             of.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
-            while True:
-                moving = of.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
-                if not moving:
-                    break
+        return source
+
+    def move_keys(self, slot: int, source: ClusterNode, target: ClusterNode) -> int:
+        """``MIGRATE … KEYS`` every key of ``slot``; returns how many moved."""
+        moved = 0
+        with source.client() as of:
+            while moving := of.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
                 of.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000,
                                    "KEYS", *moving)
-            for node in (target, source):
-                with node.client() as client:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
-        for node in self.masters():
-            if node not in (target, source):
-                with node.client() as client:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
-        return source
+                moved += len(moving)
+        return moved
+
+    def finish_migration(self, slot: int, target: ClusterNode) -> None:
+        """``SETSLOT … NODE target`` on the target, then every other master."""
+        for node in [target, *(m for m in self.masters() if m is not target)]:
+            with node.client() as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
 
     def replica_of(self, master: ClusterNode) -> ClusterNode:
         """A live replica following ``master`` now."""
