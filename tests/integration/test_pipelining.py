@@ -93,14 +93,14 @@ async def test_a_call_follows_its_slot_to_a_new_master(
     batcher = ScriptBatcher(redis)
     incr = redis.register_script(INCR)
     moving, staying = key_on(*SLOT_RANGES[0]), key_on(*SLOT_RANGES[1])
-    assert await asyncio.gather(batcher.call(incr, [moving], [1]),
-                                batcher.call(incr, [staying], [1])) == [1, 1]
+    assert list(await asyncio.gather(batcher.call(incr, [moving], [1]),
+                                     batcher.call(incr, [staying], [1]))) == [1, 1]
     slot = key_slot(moving.encode())
     target = valkey_cluster.node_of_slot(SLOT_RANGES[2][0])
     source = await asyncio.to_thread(valkey_cluster.migrate_slot, slot, target)
     try:  # the client's map still names the source: MOVED, then the target
-        assert await asyncio.gather(batcher.call(incr, [moving], [1]),
-                                    batcher.call(incr, [staying], [1])) == [2, 2]
+        assert list(await asyncio.gather(batcher.call(incr, [moving], [1]),
+                                         batcher.call(incr, [staying], [1]))) == [2, 2]
     finally:
         await asyncio.to_thread(valkey_cluster.migrate_slot, slot, source)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from tests.support.streams import new_job
 from tests.support.valkey_cluster import ValkeyCluster
@@ -69,19 +69,18 @@ class Monitor:
 
 
 @pytest.fixture
-async def registered(redis: RedisClient) -> AsyncIterator[dict[str, str]]:
+def registered(redis: RedisClient, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The scripts registered on ``redis`` from now on: sha -> source."""
     found: dict[str, str] = {}
     original = redis.register_script
 
-    def recording(script: str):  # type: ignore[no-untyped-def]
+    def recording(script: str) -> AsyncScript:
         registered_script = original(script)
         found[registered_script.sha] = script
         return registered_script
 
-    redis.register_script = recording  # type: ignore[method-assign]
-    yield found
-    redis.register_script = original  # type: ignore[method-assign]
+    monkeypatch.setattr(redis, "register_script", recording)
+    return found
 
 
 async def run_every_script(redis: RedisClient, settings: Settings) -> None:
