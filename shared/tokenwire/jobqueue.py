@@ -19,6 +19,7 @@ partition, so an upgrade loses no queued job.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -141,7 +142,7 @@ class JobQueue:
 
     async def refresh(self, deliveries: Iterable[Delivery]) -> None:
         """Reset the idle time of jobs this worker still runs, so they are not
-        stolen: one ``XCLAIM`` per partition, in one pipeline."""
+        stolen."""
         await self._claim(deliveries, idle=None)
 
     async def release(self, deliveries: Iterable[Delivery]) -> None:
@@ -150,16 +151,20 @@ class JobQueue:
         await self._claim(deliveries, idle=self._claim_timeout_ms * 2)
 
     async def _claim(self, deliveries: Iterable[Delivery], idle: int | None) -> None:
+        """One ``XCLAIM`` per partition, all at once, each on its own: in a
+        cluster, a master failing over must not keep the others' jobs from
+        being refreshed (one pipeline fails whole). Raises the first failure
+        once every partition was tried."""
         by_partition: dict[Partition, list[str]] = defaultdict(list)
         for delivery in deliveries:
             by_partition[delivery.partition].append(delivery.entry_id)
-        if not by_partition:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for partition, entry_ids in by_partition.items():
-                pipe.xclaim(partition.stream, keys.WORKERS_GROUP, self.consumer, 0,
-                            cast(Any, entry_ids), idle=idle, justid=True)
-            await pipe.execute()
+        outcomes = await asyncio.gather(*(
+            self._redis.xclaim(partition.stream, keys.WORKERS_GROUP, self.consumer, 0,
+                               cast(Any, entry_ids), idle=idle, justid=True)
+            for partition, entry_ids in by_partition.items()), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def ack(self, delivery: Delivery) -> None:
         try:

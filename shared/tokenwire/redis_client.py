@@ -25,7 +25,13 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ClusterError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    ClusterError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -143,7 +149,24 @@ class BoundedRedisCluster(RedisCluster):
             # redis-py finds a command's slot before it initializes the client: a
             # first command it has no flags for (SPUBLISH) would fail.
             await self.initialize()
-            return await super().execute_command(*args, **kwargs)
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError):
+                await self.after_failure()
+                raise
+
+    async def after_failure(self) -> None:
+        """A command failed on a transport error: its node may be dead. redis-py
+        does not always recover by itself: it asks its default node for the keys
+        of some commands (``XREADGROUP``: ``COMMAND GETKEYS``) before its retry
+        loop, and its transactions refresh the slot map only every fifth
+        failure — with that master dead, they failed until the process
+        restarted. So: another default node, and a fresh slot map (a new master
+        once the failover is done)."""
+        self.replace_default_node()
+        self.commands_parser.node = self.get_default_node()
+        with contextlib.suppress(RedisError, RedisClusterException):
+            await self.nodes_manager.initialize()
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None
                  ) -> ClusterPipeline:
@@ -159,7 +182,11 @@ class _BoundedPipeline(ClusterPipeline):
         client = self.cluster_client
         assert isinstance(client, BoundedRedisCluster)
         async with client.turn():
-            return await super().execute(raise_on_error, allow_redirections)
+            try:
+                return await super().execute(raise_on_error, allow_redirections)
+            except (RedisConnectionError, RedisTimeoutError):
+                await client.after_failure()
+                raise
 
 
 def node_client(cluster: RedisCluster, node: ClusterNode, max_connections: int = 1) -> Redis:

@@ -12,32 +12,21 @@ import hashlib
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
 from tests.chaos.checker import ClientRecord
 from tests.chaos.clients import follow
+from tests.chaos.cluster_scenarios import CLUSTER_SCENARIOS
 from tests.chaos.run import Run
+from tests.chaos.scenario import Scenario
 from tests.support.fake_openai import completion_for
 from tests.support.jobs import dead_letters, queued_jobs
 from tokenwire.events import dumps
 from tokenwire.jobqueue import JobQueue, partition_for
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, PendingEvent, StreamStore
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    fault: str  # the fault number(s) and a few words
-    body: Callable[[Run], Awaitable[None]]
-    fast: bool = False
-    budget: float = 90.0  # seconds, cluster start excluded
-    settings: dict[str, str] = field(default_factory=dict)
-    valkey_config: dict[str, str] = field(default_factory=dict)
 
 
 async def restart_worker_later(run: Run, index: int, after: float = 0.5) -> None:
@@ -531,4 +520,5 @@ SCENARIOS = (
              cancel_anywhere, fast=True),
     Scenario("abandoned-streams-stop", "18 on_disconnect across edges", abandoned_streams_stop,
              fast=True),
+    *CLUSTER_SCENARIOS,
 )

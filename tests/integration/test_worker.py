@@ -7,10 +7,12 @@ import asyncio
 import hashlib
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from tests.conftest import SettingsFactory, running_worker
 from tests.support.jobs import pending_jobs, queued_jobs
 from tests.support.streams import begin_attempt, new_job
+from tests.support.valkey_cluster import ValkeyCluster
 from tokenwire import keys
 from tokenwire.events import dumps
 from tokenwire.jobqueue import LEGACY, JobQueue, partition_for
@@ -19,6 +21,7 @@ from tokenwire.settings import Settings
 from tokenwire.store import Attempt, PendingEvent, StreamStore
 from tokenwire.worker.providers import SimulatedProvider
 from tokenwire.worker.providers.simulated import simulated_tokens
+from tokenwire.worker.retrying import until_redis_answers
 from tokenwire.worker.worker import Worker
 
 pytestmark = pytest.mark.both_backends
@@ -213,3 +216,28 @@ async def test_jobs_queued_before_the_upgrade_on_tw_jobs_are_not_lost(
         for job in (queued, orphaned):
             assert await wait_for_status(store, job.stream_id, {"done"}) == "done"
     assert await redis.xlen(LEGACY.stream) == 0
+
+
+@pytest.mark.cluster_only
+async def test_jobs_run_after_the_master_the_client_knew_first_dies(
+    redis: RedisClient, settings: Settings, valkey_cluster: ValkeyCluster
+) -> None:
+    """redis-py asks its default node for the keys of ``XREADGROUP``: with that
+    master dead, every read used to fail until the process restarted."""
+    assert isinstance(redis, RedisCluster)
+    await redis.ping()
+    default = valkey_cluster.by_port(int(redis.get_default_node().port))
+    store = StreamStore(redis, settings)
+    await store.load_scripts()
+    default.kill()
+    try:
+        await asyncio.to_thread(valkey_cluster.wait_ok)  # its replica took over
+        jobs = [new_job(f"after the failover {i}") for i in range(6)]
+        for job in jobs:
+            await until_redis_answers(lambda job=job: store.create(job, None, "fp"),  # type: ignore[misc]
+                                      asyncio.get_running_loop().time() + 10, "create", {})
+        worker = Worker(redis, settings, SimulatedProvider(5000, 0), burst=True)
+        await asyncio.wait_for(worker.run(), 20)
+        assert worker.jobs_finished == 6
+    finally:
+        await asyncio.to_thread(valkey_cluster.restart, default)

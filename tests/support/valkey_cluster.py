@@ -103,16 +103,25 @@ class ValkeyCluster:
     def urls(self) -> list[str]:
         return [node.url for node in self.nodes]
 
-    def start(self, timeout: float = 30.0) -> None:
+    def __post_init__(self) -> None:
+        """The nodes' ports are chosen now: the URL is known before the start."""
         for index in range(6):
             data = self.log_dir / f"node{index}"
             self.nodes.append(ClusterNode(free_port(), free_port(), data, self.log_dir,
                                           self.config))
+
+    def start(self, timeout: float = 30.0) -> None:
         for node in self.nodes:
             node.start()
         deadline = time.monotonic() + timeout
         for node in self.nodes:
-            _until(deadline, partial(_ping, node), f"{node.name} up")
+            for _ in range(3):  # another process may take a bus port we were given
+                try:
+                    _until(deadline, partial(_ping, node), f"{node.name} up")
+                    break
+                except BusPortTaken:
+                    node.bus_port = free_port()
+                    node.start()
             with node.client() as client:
                 node.node_id = str(client.execute_command("CLUSTER", "MYID"))
         for (first, last), master in zip(SLOT_RANGES, self.nodes[:3], strict=True):
@@ -124,8 +133,7 @@ class ValkeyCluster:
         for master, replica in zip(self.nodes[:3], self.nodes[3:], strict=True):
             _until(deadline, partial(_replicate, replica, master),
                    f"{replica.name} replicating {master.name}")
-        for node in self.nodes:
-            _until(deadline, partial(_state_ok, node), f"{node.name} cluster_state:ok")
+        self.wait_ok(max(0.0, deadline - time.monotonic()))
 
     def masters(self) -> list[ClusterNode]:
         """The nodes that are masters now (after failovers too), answering."""
@@ -235,11 +243,14 @@ class ValkeyCluster:
                 client.script_flush()
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Every live node reports ``cluster_state:ok`` and every slot is served."""
+        """Every live node reports ``cluster_state:ok`` and every slot is served;
+        every replica has synced with its master (a replica that has not would
+        refuse to take over: its data is too old)."""
         deadline = time.monotonic() + timeout
         for node in self.nodes:
             if node.alive():
                 _until(deadline, partial(_state_ok, node), f"{node.name} cluster_state:ok")
+                _until(deadline, partial(_synced, node), f"{node.name} synced")
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -254,9 +265,16 @@ def _until(deadline: float, check: Callable[[], bool], what: str) -> None:
     raise TimeoutError(f"Valkey Cluster: no {what}")
 
 
+class BusPortTaken(RuntimeError):
+    """The node could not listen on its cluster bus port: pick another."""
+
+
 def _ping(node: ClusterNode) -> bool:
     if node.process is not None and node.process.popen.poll() is not None:
-        raise RuntimeError(f"{node.name} exited:\n{node.process.log()}")
+        log = node.process.log()
+        if "(cluster), aborting" in log:
+            raise BusPortTaken(node.name)
+        raise RuntimeError(f"{node.name} exited:\n{log}")
     try:
         with node.client(0.5) as client:
             return bool(client.ping())
@@ -280,6 +298,16 @@ def _is_master(node: ClusterNode) -> bool:
             return bool(client.execute_command("ROLE")[0] == "master")
     except RedisError:
         return False
+
+
+def _synced(node: ClusterNode) -> bool:
+    """A master, or a replica whose link to its master is up."""
+    try:
+        with node.client() as client:
+            info = client.info("replication")
+    except RedisError:
+        return False
+    return bool(info.get("role") == "master" or info.get("master_link_status") == "up")
 
 
 def _state_ok(node: ClusterNode) -> bool:

@@ -144,9 +144,14 @@ class ClusterLiveSource:
         self._homeless.update(unplaced)  # _place takes each off once it is sent
         try:
             await self._place(unplaced)
-        except TRANSPORT_ERRORS:  # the node is unreachable: the repairer keeps trying
+        except TRANSPORT_ERRORS:
+            # The node is unreachable (a master died: its replica takes over in
+            # a second or two). Fail now rather than hold the hub's one caller;
+            # the repairer places the channels, then signals a gap.
             self._stale_map = True
             self._repair.set()
+            self._owed_gap.update(c for c in waiting if c not in self._active)
+            raise
         try:
             async with asyncio.timeout(CONFIRM_TIMEOUT):
                 await asyncio.gather(*(asyncio.shield(f) for f in futures))
@@ -272,8 +277,11 @@ class ClusterLiveSource:
                 if homeless:
                     self.repairs += len(homeless)
                     await self._place(homeless)
-                if self._placing_failed:
-                    log.info("cluster live source: every channel is placed again")
+                if homeless:
+                    log.info("cluster live source: %d channels placed again (%s)",
+                             len(homeless), ", ".join(sorted(
+                                 {self._placed[c].node.name for c in homeless
+                                  if c in self._placed})))
                 self._placing_failed = False
             except (*TRANSPORT_ERRORS, RedisClusterException, RedisError) as exc:
                 if not self._placing_failed:  # once per outage, not every retry
