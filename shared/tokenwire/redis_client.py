@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import Any, TypeAlias
@@ -85,7 +86,41 @@ def is_cluster(redis: RedisClient) -> bool:
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """The master's pool, asked of the sentinels, that waits for a free
-    connection (as the standalone pool does) instead of failing."""
+    connection (as the standalone pool does) instead of failing.
+
+    redis-py's Sentinel pool finds the master when it opens a connection, and
+    learns of a failover only from a write refused with ``READONLY``: a
+    connection to the old master, now a replica, goes on answering reads —
+    from a dataset it may be resyncing (a stream read as missing). So at most
+    every ``MASTER_CHECK_SECONDS`` a connection handed out asks the sentinels
+    which server is the master, and one to another server is closed first
+    (it reconnects to the master on use)."""
+
+    MASTER_CHECK_SECONDS = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._master_checked_at = 0.0
+
+    async def aclose(self) -> None:
+        """The pool, and the connections to the sentinels it asked."""
+        await super().aclose()
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.aclose()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        now = time.monotonic()
+        if now - self._master_checked_at >= self.MASTER_CHECK_SECONDS:
+            self._master_checked_at = now
+            with contextlib.suppress(RedisError):  # sentinels away: keep what we have
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        connection: AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
+            *args, **kwargs)
+        master = self.master_address  # it closed the idle connections if the master moved
+        if master is not None and connection.is_connected \
+                and (connection.host, getattr(connection, "port", None)) != tuple(master):
+            await connection.disconnect()
+        return connection
 
 
 def sentinel_addresses(url: str) -> list[tuple[str, int]]:
