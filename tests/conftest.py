@@ -111,11 +111,14 @@ def make_settings(redis_url: str, **overrides: object) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+#: What ``auth_settings`` adds: auth on, as in production.
+AUTH_VALUES: dict[str, object] = {"auth_disabled": False, "token_secret": TOKEN_SECRET,
+                                  "admin_key": ADMIN_KEY}
+
+
 def auth_settings(redis_url: str, **overrides: object) -> Settings:
     """Settings with auth on, as in production: a token secret and an admin key."""
-    values: dict[str, object] = {"auth_disabled": False, "token_secret": TOKEN_SECRET,
-                                 "admin_key": ADMIN_KEY}
-    return make_settings(redis_url, **{**values, **overrides})
+    return make_settings(redis_url, **{**AUTH_VALUES, **overrides})
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ async def test_the_model_allowlist(edge: EdgeClient, redis: Redis) -> None:
     await create(edge, key, {"prompt": "x", "model": "simulated"})
 
 
+@pytest.mark.both_backends
 async def test_max_running_never_overshoots_and_slots_come_back(
     edge: EdgeClient, redis: Redis, edge_settings: Settings
 ) -> None:
@@ -98,6 +99,7 @@ def created_key_id(key: str) -> str:
     return key.split("_")[1]
 
 
+@pytest.mark.both_backends
 async def test_a_leaked_running_slot_heals_by_itself(edge: EdgeClient, redis: Redis) -> None:
     key = (await new_key(edge, max_running=2))["key"]
     running = keys.key_running(created_key_id(key))
@@ -108,6 +110,7 @@ async def test_a_leaked_running_slot_heals_by_itself(edge: EdgeClient, redis: Re
     assert await redis.zscore(running, "crashed-edge-1") is None
 
 
+@pytest.mark.both_backends
 async def test_workers_refresh_the_slots_they_run(redis: Redis, settings: Settings) -> None:
     limiter = KeyLimiter(redis, settings)
     running = keys.key_running("k" * 16)
@@ -118,6 +121,7 @@ async def test_workers_refresh_the_slots_they_run(redis: Redis, settings: Settin
     assert await redis.zscore(running, "ended") is None  # a released slot stays released
 
 
+@pytest.mark.both_backends
 async def test_requests_per_minute_never_overshoots(edge: EdgeClient) -> None:
     key = (await new_key(edge, requests_per_minute=5))["key"]
     responses = await create_many(edge, 20, key)
@@ -126,6 +130,7 @@ async def test_requests_per_minute_never_overshoots(edge: EdgeClient) -> None:
     assert 50 <= int(refused.headers["Retry-After"]) <= 60
 
 
+@pytest.mark.both_backends
 async def test_tokens_per_minute_are_counted_by_the_worker(
     edge: EdgeClient, redis: Redis, edge_settings: Settings
 ) -> None:
@@ -164,6 +169,7 @@ async def store_job(store: StreamStore) -> str:
     return job.stream_id
 
 
+@pytest.mark.both_backends
 async def test_open_connections_never_overshoot_across_edges(
     redis: Redis, edge_settings: Settings, aiohttp_client: ClientFactory
 ) -> None:
