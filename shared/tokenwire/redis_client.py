@@ -27,7 +27,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
+    AskError,
     ClusterError,
+    MovedError,
     RedisClusterException,
     RedisError,
     SlotNotCoveredError,
@@ -44,9 +46,11 @@ RedisClient: TypeAlias = Redis | RedisCluster
 
 #: Transport errors: the only ones worth a retry, or a 503. In a cluster also a
 #: slot without a master for a moment (``CLUSTERDOWN``, ``TRYAGAIN``, a slot the
-#: client's map does not cover): a failover or a migration in progress.
+#: client's map does not cover), and a redirection redis-py did not follow (a
+#: transaction answered ``MOVED`` after a failover: it did not run): a failover
+#: or a migration in progress.
 TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError,
-                    ClusterError, TryAgainError, SlotNotCoveredError)
+                    ClusterError, TryAgainError, SlotNotCoveredError, AskError)
 
 
 def create_redis(
@@ -75,10 +79,6 @@ def create_redis(
         **options)
     pool.connection_class = _packing_with_hiredis(pool.connection_class)
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
-
-
-def is_cluster(redis: RedisClient) -> bool:
-    return isinstance(redis, RedisCluster)
 
 
 # --- sentinel ------------------------------------------------------------------------
@@ -221,6 +221,11 @@ class _BoundedPipeline(ClusterPipeline):
                 return await super().execute(raise_on_error, allow_redirections)
             except (RedisConnectionError, RedisTimeoutError):
                 await client.after_failure()
+                raise
+            except MovedError as exc:
+                # A transaction does not follow MOVED (it ran nothing): point the
+                # slot at its new master for the caller's retry.
+                await client.nodes_manager.move_slot(exc)
                 raise
 
 

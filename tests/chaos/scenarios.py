@@ -23,6 +23,7 @@ from tests.chaos.run import Run
 from tests.chaos.scenario import Scenario
 from tests.support.fake_openai import completion_for
 from tests.support.jobs import dead_letters, queued_jobs
+from tests.support.waiting import eventually
 from tokenwire.events import dumps
 from tokenwire.jobqueue import JobQueue, partition_for
 from tokenwire.settings import Settings
@@ -132,8 +133,14 @@ async def terminal_written_before_ack(run: Run) -> None:
         run.cluster.start_worker(index)
     run.watch(stream_id, 2)
     await run.finish(max_resets=0)
-    await asyncio.sleep(3)  # two claim timeouts: the job is reclaimed and acked
-    run.require(await queued_jobs(run.cluster.redis) == 0, "the job was not acked")
+
+    async def acked() -> bool:  # reclaimed after the claim timeout, found done, acked
+        return await queued_jobs(run.cluster.redis) == 0
+
+    try:
+        await eventually(acked, 15)  # the restarted workers may take seconds to start
+    except TimeoutError:
+        run.require(False, "the job was not acked")
     meta = await run.cluster.meta(stream_id)
     run.require(meta["attempt"] == "1", f"generated again: attempt {meta['attempt']}")
     run.require(prompt not in await run.cluster.llm_stats(), "the model was called again")

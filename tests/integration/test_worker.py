@@ -241,3 +241,28 @@ async def test_jobs_run_after_the_master_the_client_knew_first_dies(
         assert worker.jobs_finished == 6
     finally:
         await asyncio.to_thread(valkey_cluster.restart, default)
+
+
+async def test_a_worker_that_reclaims_its_own_running_job_does_not_run_it_twice(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    """While Redis is away a worker cannot refresh its claims; back, its own
+    reclaim finds its running jobs idle. It used to start each a second time:
+    the two attempts fenced each other until the job's attempts ran out."""
+    settings = settings_factory(worker_claim_timeout_ms=600, simulated_tokens_per_second=60)
+    store = StreamStore(redis, settings)
+    job = new_job("mine already")  # ~2 s
+    await store.create(job, None, "fp")
+    partition = partition_for(job.stream_id, settings.job_partitions)
+    async with running_worker(redis, settings, SimulatedProvider(60, 0)):
+        await wait_for_status(store, job.stream_id, {"running"})
+        [entry] = await pending_jobs(redis, settings.job_partitions)
+        loop = asyncio.get_running_loop()
+        stale_until = loop.time() + 1.2  # two reclaim periods: as if refreshes failed
+        while loop.time() < stale_until:
+            await redis.xclaim(partition.stream, "workers", "test-worker", 0,
+                               [entry["message_id"]], idle=60_000, justid=True)
+            await asyncio.sleep(0.02)
+        assert await wait_for_status(store, job.stream_id, {"done", "error"}) == "done"
+    meta = await store.meta(job.stream_id)
+    assert meta is not None and meta.attempt == 1

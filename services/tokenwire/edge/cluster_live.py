@@ -108,7 +108,6 @@ class ClusterLiveSource:
         self._tasks: list[asyncio.Task[None]] = []
         self._chores: set[asyncio.Task[None]] = set()  # short tasks, referenced until done
         self._closing = False
-        self.repairs = 0  # channels placed again after a loss (diagnostics)
 
     # --- LiveSource --------------------------------------------------------------------
 
@@ -201,8 +200,13 @@ class ClusterLiveSource:
             node = self._cluster.nodes_manager.get_node_from_slot(self._cluster.keyslot(channel))
             nodes[node.name] = node
             by_node[node.name].append(channel)
-        for name, placed in by_node.items():
+        for name, asked in by_node.items():
             link = await self._link(nodes[name])
+            # Connecting took a moment: the hub may have given some up, or placed
+            # them itself, meanwhile.
+            placed = [c for c in asked if c in self._wanted and c not in self._placed]
+            if not placed:
+                continue
             for channel in placed:
                 self._placed[channel] = link
                 self._homeless.discard(channel)
@@ -275,7 +279,6 @@ class ClusterLiveSource:
                     await self._refresh_map()
                 homeless = list(self._homeless)
                 if homeless:
-                    self.repairs += len(homeless)
                     await self._place(homeless)
                 if homeless:
                     log.info("cluster live source: %d channels placed again (%s)",
@@ -370,6 +373,8 @@ class ClusterLiveSource:
     def _confirmed(self, link: _Link, channel: str) -> None:
         if channel not in self._wanted or self._placed.get(channel) is not link:
             return
+        if any(owed == channel for _, owed in link.owed):
+            return  # a later command for it (unsubscribed, subscribed again) decides
         self._active.add(channel)
         future = self._confirmations.pop(channel, None)
         if future is not None and not future.done():

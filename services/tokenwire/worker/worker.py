@@ -174,15 +174,24 @@ class Worker:
 
     def _start(self, delivery: Delivery) -> None:
         ref = delivery.ref
+        if ref in self._tasks:
+            # Our own job, reclaimed by us: its claim went stale while Redis was
+            # away (the refresh failed). It is running; the reclaim refreshed it.
+            # A second task would fence the first, and the two would take it from
+            # each other until its attempts ran out.
+            log.info("reclaimed a job this worker is running; it goes on",
+                     extra={"job_id": ref})
+            return
         task = asyncio.create_task(self._process(delivery), name=ref)
         self._tasks[ref] = task
         self._deliveries[ref] = delivery
         task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task.get_name(), None)
-        self._deliveries.pop(task.get_name(), None)
-        self._slots.pop(task.get_name(), None)
+        if self._tasks.get(task.get_name()) is task:
+            del self._tasks[task.get_name()]
+            self._deliveries.pop(task.get_name(), None)
+            self._slots.pop(task.get_name(), None)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job task failed", exc_info=task.exception(),
