@@ -37,10 +37,11 @@ class ValkeySentinel:
         common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                   "--protected-mode", "no"]
         self.processes.append(Process(f"sentinel-master-{self.master_port}", [
-            binary, "--port", str(self.master_port), *common], {}, self.log_dir))
+            binary, "--port", str(self.master_port), "--dir", self._data_dir("master"),
+            *common], {}, self.log_dir))
         self.processes.append(Process(f"sentinel-replica-{self.replica_port}", [
-            binary, "--port", str(self.replica_port), "--replicaof", "127.0.0.1",
-            str(self.master_port), *common], {}, self.log_dir))
+            binary, "--port", str(self.replica_port), "--dir", self._data_dir("replica"),
+            "--replicaof", "127.0.0.1", str(self.master_port), *common], {}, self.log_dir))
         deadline = time.monotonic() + timeout
         # The sentinel learns of replicas from the master's INFO, every 10 s:
         # start it once the replica is in.
@@ -60,6 +61,14 @@ class ValkeySentinel:
             if time.monotonic() > deadline:
                 raise TimeoutError("Valkey Sentinel did not see the replica in time")
             time.sleep(0.05)
+
+    def _data_dir(self, role: str) -> str:
+        """Each server's own working directory: a replica writes the RDB it
+        receives from its master to ``dump.rdb`` even with ``--save ""``, and
+        without ``--dir`` that lands in the process' cwd, the repository."""
+        path = self.log_dir / f"valkey-{role}"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
 
     def _replica_linked(self) -> bool:
         try:
