@@ -23,13 +23,15 @@ from tokenwire.apikeys import KeySpec, KeyStore
 from tokenwire.cli import bound_socket, run_worker, serve_edge, start_edge
 from tokenwire.redis_client import create_redis
 from tokenwire.settings import Settings
+from tokenwire.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger("tokenwire")
 
 DEV_TENANT = "dev"
 
 
-async def run_dev(settings: Settings, stop: asyncio.Event, valkey_port: int | None) -> None:
+async def run_dev(settings: Settings, stop: asyncio.Event, valkey_port: int | None,
+                  tracing: Tracing = NO_TRACING) -> None:
     sock = bound_socket(settings.host, settings.port)  # first: a taken port stops here
     server = ValkeyServer(port=valkey_port, host="127.0.0.1")
     await asyncio.to_thread(server.start)
@@ -40,9 +42,12 @@ async def run_dev(settings: Settings, stop: asyncio.Event, valkey_port: int | No
         log.info("valkey running at %s (pid %s)", server.connection_url, _pid(server))
         log.info("provider: %s", settings.effective_provider)
         settings = await _with_dev_credentials(settings)
-        runner = await start_edge(settings, sock)
+        runner = await start_edge(settings, sock, tracing=tracing)
         log.info("Tokenwire demo: http://%s:%d/", settings.host, settings.port)
-        await asyncio.gather(serve_edge(runner, stop), run_worker(settings, stop))
+        log.info("operator's console: http://%s:%d/admin (the admin key)", settings.host,
+                 settings.port)
+        await asyncio.gather(serve_edge(runner, stop),
+                             run_worker(settings, stop, tracing=tracing))
     finally:
         await asyncio.to_thread(server.stop)
         log.info("valkey stopped")

@@ -28,6 +28,10 @@ class Event:
     seq: int
     type: str
     data: str  # JSON text
+    #: When Redis appended it (its own clock, microseconds; ``redis_clock``), for
+    #: the edge's delivery lag; None for what an edge makes (``reset``,
+    #: ``snapshot``). Not part of the wire form, nor of equality.
+    appended_at_us: int | None = field(default=None, compare=False, repr=False)
     # The wire forms, encoded by the first viewer that needs them (see ``sse_bytes``).
     _sse: bytes | None = field(default=None, init=False, repr=False, compare=False)
     _ws: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -71,14 +75,19 @@ class Event:
         return head[:-1] + "," + self.data[1:]
 
     def to_live_message(self) -> str:
-        """The live channel payload; the append script writes the same form."""
-        return f"{self.id} {self.type} {self.data}"
+        """The live channel payload; the append script writes the same form:
+        ``<epoch>.<seq>@<appended at> <type> <data>`` (``@…`` only when known)."""
+        stamp = "" if self.appended_at_us is None else f"@{self.appended_at_us}"
+        return f"{self.id}{stamp} {self.type} {self.data}"
 
     @classmethod
     def from_live_message(cls, message: str) -> Event:
+        """Parses both forms: with the append time, and without it (as
+        scripts older than the time stamp publish)."""
         cursor, type_, data = message.split(" ", 2)
+        cursor, _, stamp = cursor.partition("@")
         epoch, seq = cursor.rsplit(".", 1)
-        return cls(epoch, int(seq), type_, data)
+        return cls(epoch, int(seq), type_, data, int(stamp) if stamp else None)
 
 
 def reset(epoch: str, reason: str) -> Event:

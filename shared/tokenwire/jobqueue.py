@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,14 +46,33 @@ class Partition:
 
     stream: str
     dead: str
+    replays: str  # which of ``dead`` were replayed, as what (``edge.operations``)
     index: int | None
 
     @classmethod
     def numbered(cls, index: int, partitions: int) -> Partition:
-        return cls(keys.job_stream(index, partitions), keys.dead_jobs(index, partitions), index)
+        return cls(keys.job_stream(index, partitions), keys.dead_jobs(index, partitions),
+                   keys.dead_replays(index, partitions), index)
+
+    def dead_letter_id(self, entry_id: str) -> str:
+        """A dead letter's id for operators, unique across partitions:
+        ``<partition>:<entry id>``, or the bare entry id in the legacy stream."""
+        return entry_id if self.index is None else f"{self.index}:{entry_id}"
 
 
-LEGACY = Partition(keys.LEGACY_JOBS, keys.LEGACY_DEAD_JOBS, None)
+LEGACY = Partition(keys.LEGACY_JOBS, keys.LEGACY_DEAD_JOBS, keys.DEAD_REPLAYS, None)
+_DEAD_LETTER_ID = re.compile(r"^(?:(\d{1,4}):)?(\d{1,20}-\d{1,20})$")
+
+
+def dead_letter_of(dead_letter_id: str, count: int) -> tuple[Partition, str] | None:
+    """The partition and entry id a dead letter's id names (``dead_letter_id``);
+    None for anything else, a partition beyond ``count`` included."""
+    if (match := _DEAD_LETTER_ID.fullmatch(dead_letter_id)) is None:
+        return None
+    index, entry_id = match.groups()
+    if index is None:
+        return LEGACY, entry_id
+    return (Partition.numbered(int(index), count), entry_id) if int(index) < count else None
 
 
 def partitions_of(count: int) -> list[Partition]:
@@ -184,3 +204,33 @@ class JobQueue:
         except (KeyError, ValueError):
             job = None
         return Delivery(partition, entry_id, job, reclaimed)
+
+
+async def queue_figures(redis: RedisClient, partitions: int) -> dict[str, float]:
+    """How the queue stands, for the queue gauges, summed over every partition
+    (and the legacy stream): ``queue_jobs`` (not yet acknowledged),
+    ``queue_running`` (taken by a worker), ``queue_waiting`` (taken by none
+    yet), ``dead_letters``. One round trip per partition, all at once."""
+    figures = await asyncio.gather(*(_partition_figures(redis, partition)
+                                     for partition in partitions_of(partitions)))
+    return {name: float(sum(f[name] for f in figures))
+            for name in ("queue_jobs", "queue_running", "queue_waiting", "dead_letters")}
+
+
+async def _partition_figures(redis: RedisClient, partition: Partition) -> dict[str, int]:
+    async with redis.pipeline(transaction=False) as pipe:  # one slot
+        pipe.xlen(partition.stream)
+        pipe.xlen(partition.dead)
+        jobs, dead = (int(n) for n in await pipe.execute())
+    running, waiting = 0, jobs
+    try:
+        groups: list[dict[str, Any]] = await redis.xinfo_groups(partition.stream)
+    except ResponseError:  # no queue yet (no worker ever started; the legacy stream)
+        groups = []
+    for group in groups:
+        if group.get("name") == keys.WORKERS_GROUP:
+            running = int(group.get("pending") or 0)
+            lag = group.get("lag")
+            waiting = int(lag) if lag is not None else max(jobs - running, 0)
+    return {"queue_jobs": jobs, "queue_running": running, "queue_waiting": waiting,
+            "dead_letters": dead}

@@ -102,6 +102,9 @@ class Job(BaseModel):
     #: what a protocol facade needs to describe this stream later (e.g. the
     #: Responses API's request parameters), kept in the stream's record
     facade: dict[str, Any] | None = None
+    #: W3C trace context (``traceparent``, ``tracestate``) of the request that
+    #: created it, when tracing is on: the worker's spans join that trace
+    trace: dict[str, str] | None = None
 
     def meta_fields(self) -> dict[str, str | int]:
         """The meta hash a new stream starts with (also rebuilt from here when

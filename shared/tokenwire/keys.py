@@ -30,6 +30,39 @@ JOBS_WAKE_CHANNEL = "tw:jobs:wake"
 #: Every API key's id, for listing (a set on its own slot; the records are per key).
 API_KEYS = "tw:keys"
 
+# --- operations (the console and its admin API) ------------------------------------------
+
+#: Sorted set of unfinished streams (queued or running), scored by creation time
+#: (ms): added before the job is enqueued, removed once the stream ended.
+ACTIVE_STREAMS = "tw:streams:active"
+#: Stream (capped) of what operators should see: restarts, resets, errors, dead
+#: letters, admin actions.
+OPS_JOURNAL = "tw:ops:journal"
+#: Hash: dead-letter entry id -> the stream id its replay created (a replay
+#: happens once), for the legacy ``tw:jobs:dead``; each partition has its own
+#: (``dead_replays``).
+DEAD_REPLAYS = "tw:jobs:dead:replays"
+#: Set while an operator's console is open (with a short expiry): edges report
+#: their viewers only then.
+CONSOLE_OPEN = "tw:console:open"
+#: Sorted set of edges (their census ids), scored by when each last reported (ms).
+EDGES = "tw:edges"
+_EDGE_ID = re.compile(r"^[a-f0-9]{16}$")
+
+
+def new_edge_id() -> str:
+    """An edge process's id in the viewer census: 64 random bits in hex."""
+    return secrets.token_hex(8)
+
+
+def is_edge_id(value: str) -> bool:
+    return bool(_EDGE_ID.fullmatch(value))
+
+
+def edge_report(edge_id: str) -> str:
+    """One edge's census (a hash: its address, and viewers per stream), expiring."""
+    return f"tw:edge:{{{edge_id}}}:census"
+
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KEY_ID = re.compile(r"^[a-z0-9]{16}$")
@@ -66,6 +99,12 @@ def job_stream(partition: int, partitions: int) -> str:
 def dead_jobs(partition: int, partitions: int) -> str:
     """The dead letters of one partition (same slot as its stream)."""
     return f"tw:jobs:{{{_partition_tag(partition, partitions)}}}:dead"
+
+
+def dead_replays(partition: int, partitions: int) -> str:
+    """Hash: one partition's dead-letter entry id -> the stream its replay
+    created (same slot as its dead letters)."""
+    return f"tw:jobs:{{{_partition_tag(partition, partitions)}}}:dead:replays"
 
 
 # --- streams ----------------------------------------------------------------------------

@@ -77,10 +77,20 @@ class KeyLimiter:
     async def admit(self, job: Job) -> None:
         """Count ``job`` against its key's limits, or raise ``OverLimit``
         (``Unauthorized`` if the key was revoked meanwhile)."""
-        if job.key_id is None:
-            return
-        reply = await self._admit(keys=keys.key_limit_keys(job.key_id),
-                                  args=[_now_ms(), job.stream_id, self._running_lease_ms])
+        if job.key_id is not None:
+            await self._admit_member(job.key_id, job.stream_id, runs=True)
+
+    async def admit_request(self, key_id: str | None, member: str) -> None:
+        """Count one request that costs but runs nothing (a new conversation:
+        Redis memory for a week) in the key's requests per minute, or raise
+        ``OverLimit``. ``member``: unique to the request."""
+        if key_id is not None:
+            await self._admit_member(key_id, member, runs=False)
+
+    async def _admit_member(self, key_id: str, member: str, *, runs: bool) -> None:
+        reply = await self._admit(keys=keys.key_limit_keys(key_id),
+                                  args=[_now_ms(), member, self._running_lease_ms,
+                                        "1" if runs else "0"])
         if reply[0] == "revoked":
             raise Unauthorized("invalid_api_key", "the API key is not valid")
         if reply[0] != "ok":

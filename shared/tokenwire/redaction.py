@@ -28,6 +28,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # credential-like parameters in a query string or a form body
     (re.compile(r"\b([A-Za-z0-9_-]*(?:token|key|secret|password|signature|sig))=[^&#;\s\"']+",
                 re.IGNORECASE), rf"\1={REDACTED}"),
+    # a JWT (a stream or conversation token) wherever it stands: header.payload.signature
+    (re.compile(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), REDACTED),
     # Tokenwire API keys (twk_<key id>_<secret>): the key id may stay, the secret never
     (re.compile(r"\b(twk_[a-z0-9]{16}_)[A-Za-z0-9_-]+"), rf"\1{REDACTED}"),
 )

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     worker_claim_timeout_ms: int = Field(30_000, ge=100, description="idle time before reclaim")
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
     consumer_name: str = Field(default_factory=_default_consumer_name)
+    worker_metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="the worker's /metrics, /healthz, /readyz listener (unset: none; 0: any)")
+    worker_metrics_host: str = Field("127.0.0.1", description="address of that listener")
 
     # Failure handling
     max_attempts: int = Field(
@@ -157,7 +161,10 @@ class Settings(BaseSettings):
     token_max_ttl_seconds: int = Field(
         86_400, ge=60, description="longest lifetime a request may ask for")
     admin_key: SecretStr | None = Field(
-        None, description="Bearer key of the admin API and /metrics (unset: neither is served)")
+        None, description="Bearer key of the admin API (unset: not served); at least 32 bytes")
+    metrics_key: SecretStr | None = Field(
+        None, description="Bearer key of /metrics (a scraper's credential, which cannot "
+        "mint API keys); unset: the admin key")
     metrics_public: bool = Field(False, description="serve /metrics to anyone")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS and the WebSocket check")
@@ -195,8 +202,8 @@ class Settings(BaseSettings):
             raise ValueError("cluster mode: TOKENWIRE_REDIS_URL names a node (redis://host:port)")
         return self
 
-    @field_validator("token_secret", "token_public_key", "admin_key", "demo_api_key",
-                     mode="before")
+    @field_validator("token_secret", "token_public_key", "admin_key", "metrics_key",
+                     "demo_api_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """``TOKENWIRE_ADMIN_KEY=`` (as compose writes an unset variable) is no key."""
@@ -204,12 +211,13 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("token_secret")
+    @field_validator("token_secret", "admin_key")
     @classmethod
     def _secret_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
-        # RFC 7518 3.2: an HS256 key of at least 256 bits.
+        # RFC 7518 3.2: an HS256 key of at least 256 bits; the admin key, which
+        # mints API keys on a public listener, no weaker.
         if secret is not None and len(secret.get_secret_value().encode()) < 32:
-            raise ValueError("TOKENWIRE_TOKEN_SECRET must be at least 32 bytes")
+            raise ValueError("must be at least 32 bytes")
         return secret
 
     @model_validator(mode="after")

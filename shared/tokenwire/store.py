@@ -127,6 +127,16 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Appended:
+    """An append's reply: whether a cancel was requested, and for a stream with
+    an ``on_disconnect`` policy how long no edge has reported a viewer (ms;
+    None without the policy)."""
+
+    cancel_requested: bool
+    unwatched_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Dead:
     """``begin`` found the job's attempts used up and ended the stream with an error."""
 
@@ -240,6 +250,8 @@ class StreamStore:
             pipe.expire(meta_key, self._settings.meta_ttl_seconds)
             await pipe.execute()
         try:
+            # Listed for operators before a worker can take it (and unlist it at the end).
+            await self._redis.zadd(keys.ACTIVE_STREAMS, {job.stream_id: job.created_at_ms})
             # The job's partition lives on another Cluster slot: a second step.
             # No MAXLEN here: trimming would drop unfinished jobs; the queue is
             # bounded by admission (429) instead — checked in the same script
@@ -255,7 +267,12 @@ class StreamStore:
                 raise OverLimit("queue_full", "too many queued jobs; retry later", retry_after=2)
         except BaseException:
             await self._redis.delete(meta_key)
+            await self._redis.zrem(keys.ACTIVE_STREAMS, job.stream_id)
             raise
+
+    async def deactivate(self, stream_id: str) -> None:
+        """The stream ended: no longer listed as queued or running (idempotent)."""
+        await self._redis.zrem(keys.ACTIVE_STREAMS, stream_id)
 
     # --- reading (edge) ---------------------------------------------------------
 
@@ -278,7 +295,8 @@ class StreamStore:
             keys.events(stream_id), min=f"{after_seq + 1}-0", max="+", count=count
         ))
         return [
-            Event(fields["e"], int(entry_id.split("-", 1)[0]), fields["t"], fields["d"])
+            Event(fields["e"], int(entry_id.split("-", 1)[0]), fields["t"], fields["d"],
+                  int(fields["a"]) if "a" in fields else None)
             for entry_id, fields in entries
         ]
 
@@ -365,11 +383,11 @@ class StreamStore:
         batch: Sequence[PendingEvent],
         final_status: str = "",
         tokens_delta: int = 0,
-    ) -> bool:
-        """Append ``batch`` as seqs ``first_seq...``; returns whether a cancel was
-        requested. Raises a ``WriteRejected`` when this attempt may not write.
-        The terminal batch (``final_status``) goes through even when Redis is out
-        of memory: a generation must be able to end visibly."""
+    ) -> Appended:
+        """Append ``batch`` as seqs ``first_seq...``. Raises a ``WriteRejected``
+        when this attempt may not write. The terminal batch (``final_status``)
+        goes through even when Redis is out of memory: a generation must be
+        able to end visibly."""
         script = self._append_final if final_status else self._append
         reply = await self._batcher.call(
             script, keys.stream_keys(attempt.stream_id),
@@ -391,7 +409,7 @@ class StreamStore:
             if isinstance(reply, Exception):
                 raise reply
             try:
-                outcomes.append(self._append_outcome(attempt, first_seq, reply))
+                outcomes.append(self._append_outcome(attempt, first_seq, reply).cancel_requested)
             except WriteRejected as exc:
                 outcomes.append(exc)
         return outcomes
@@ -407,10 +425,11 @@ class StreamStore:
         return args
 
     @staticmethod
-    def _append_outcome(attempt: Attempt, first_seq: int, reply: list[Any]) -> bool:
+    def _append_outcome(attempt: Attempt, first_seq: int, reply: list[Any]) -> Appended:
         outcome = reply[0]
         if outcome in ("ok", "duplicate"):
-            return bool(reply[1] == "1")
+            unwatched = int(reply[2]) if len(reply) > 2 else -1
+            return Appended(reply[1] == "1", unwatched if unwatched >= 0 else None)
         if outcome == "fenced":
             raise FencedWrite(attempt.stream_id)
         if outcome == "seq_conflict":

@@ -12,6 +12,7 @@ while a part of it is dead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -46,3 +47,29 @@ async def supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
 def start_supervised(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
     """``supervised`` as a task named ``name`` (the caller keeps it and cancels it)."""
     return asyncio.create_task(supervised(name, run), name=name)
+
+
+class Background:
+    """One supervised loop an object owns: ``start`` it, ``close`` it.
+
+    The loop runs ``while background.running``: ``close`` clears that before it
+    cancels, because redis-py can swallow a cancel that lands in the middle of
+    a command (it reconnects and retries), and a loop that only stops on
+    cancel then holds its owner's shutdown forever."""
+
+    def __init__(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        self._name = name
+        self._run = run
+        self._task: asyncio.Task[None] | None = None
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+        self._task = start_supervised(self._name, self._run)
+
+    async def close(self) -> None:
+        self.running = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

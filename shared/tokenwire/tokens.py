@@ -47,6 +47,10 @@ class TokenClaims:
     scopes: frozenset[str]
     expires_at: int
 
+    def expired(self) -> bool:
+        """Past ``exp`` (and its clock-skew leeway), as ``verify`` would judge it now."""
+        return time.time() > self.expires_at + _LEEWAY_SECONDS
+
 
 class TokenCodec:
     """Mints (with the secret) and verifies stream tokens for one edge."""
@@ -83,7 +87,7 @@ class TokenCodec:
                                 options={"require": ["exp", "iat", "sub", "aud"]})
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("token_expired", "the token has expired") from exc
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:  # InvalidKeyError too: an alg that fits no key we hold
             raise Unauthorized("invalid_token", "the token is not valid for this service") from exc
         return _claims_of(claims)
 

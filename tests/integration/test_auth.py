@@ -251,7 +251,10 @@ async def test_without_an_admin_key_the_admin_api_and_metrics_are_not_served(
 ) -> None:
     client = await aiohttp_client(create_app(auth_settings(redis_url, admin_key=None)))
     for method, path in (("POST", "/v1/admin/keys"), ("GET", "/v1/admin/keys"),
-                         ("DELETE", "/v1/admin/keys/abcdefghijklmnop")):
+                         ("DELETE", "/v1/admin/keys/abcdefghijklmnop"), ("GET", "/admin"),
+                         ("GET", "/admin/console.js"), ("GET", "/v1/admin/streams"),
+                         ("GET", "/v1/admin/usage"), ("GET", "/v1/admin/dead-letters"),
+                         ("POST", "/v1/admin/dead-letters/1-0/replay")):
         response = await client.request(method, path, headers=ADMIN)
         assert await error_of(response) == (404, "not_found")
     assert (await client.get("/metrics", headers=ADMIN)).status == 401
@@ -428,3 +431,25 @@ async def test_an_edge_with_only_a_public_key_verifies_but_cannot_mint(
     hs256 = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")  # it holds no secret
     response = await verifier.get(f"/v1/streams/{created['id']}", headers=bearer(hs256))
     assert await error_of(response) == (401, "invalid_token")
+
+
+async def test_the_console_api_needs_the_admin_key_and_refuses_bad_input(
+    redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(create_app(auth_settings(redis_url)))
+    for method, path in (("GET", "/v1/admin/streams"), ("GET", "/v1/admin/journal"),
+                         ("GET", "/v1/admin/usage"), ("GET", "/v1/admin/dead-letters"),
+                         ("POST", "/v1/admin/dead-letters/1-0/replay"),
+                         ("POST", f"/v1/admin/streams/{'a' * 22}/cancel")):
+        for headers in ({}, {"Authorization": "Bearer not-the-admin-key"}):
+            response = await client.request(method, path, headers=headers)
+            assert await error_of(response) == (401, "unauthorized")
+    assert await error_of(await client.get("/v1/admin/streams?limit=0", headers=ADMIN)) == (
+        400, "bad_limit")
+    assert await error_of(await client.post("/v1/admin/dead-letters/nope/replay",
+                                            headers=ADMIN)) == (404, "not_found")
+    assert await error_of(await client.post("/v1/admin/dead-letters/1-0/replay",
+                                            headers=ADMIN)) == (404, "not_found")
+    page = await client.get("/admin")  # the page is code only: its data needs the key
+    assert page.status == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert await redis.hlen(keys.DEAD_REPLAYS) == 0

@@ -431,7 +431,7 @@ async def error_of(response: Any) -> tuple[int, str]:
     ({"json": {"prompt": ""}}, 422, "invalid_job"),
     ({"json": {"prompt": "x", "temperature": 9}}, 422, "invalid_job"),
     ({"json": {"prompt": "x", "max_tokens": 10**9}}, 422, "invalid_job"),
-    ({"json": {"prompt": "\ud800"}}, 422, "invalid_job"),
+    ({"json": {"prompt": "\ud800"}}, 400, "malformed_json"),  # a lone surrogate escape
     ({"json": {"prompt": "x" * 300_000}}, 413, "too_large"),
     ({"json": {"prompt": "x"}, "headers": {"Idempotency-Key": "bad key"}}, 400,
      "bad_idempotency_key"),

@@ -151,9 +151,9 @@ async def test_cancel_of_a_running_stream_is_seen_by_its_next_append(redis: Redi
                                                                      settings: Settings) -> None:
     store = StreamStore(redis, settings)
     attempt = await started(store)
-    assert await store.append(attempt, 2, [token("a")]) is False
+    assert not (await store.append(attempt, 2, [token("a")])).cancel_requested
     assert (await store.cancel(attempt.stream_id)).status == "cancelling"
-    assert await store.append(attempt, 3, [token("b")]) is True
+    assert (await store.append(attempt, 3, [token("b")])).cancel_requested
 
 
 async def test_idempotency_key_returns_the_first_stream(
@@ -274,5 +274,5 @@ async def test_an_unwatched_stream_with_cancel_after_is_cancelled_at_its_next_wr
     attempts = [await started(store, job) for job in (watched, unwatched)]
     await asyncio.sleep(0.4)
     await store.touch([watched.stream_id])
-    assert await store.append(attempts[0], 2, [token("a")]) is False
-    assert await store.append(attempts[1], 2, [token("a")]) is True
+    assert not (await store.append(attempts[0], 2, [token("a")])).cancel_requested
+    assert (await store.append(attempts[1], 2, [token("a")])).cancel_requested

@@ -22,7 +22,8 @@ behaviour with leading directives (several may be combined):
 A continuation request (a trailing assistant message and
 ``continue_final_message``, the vLLM convention) streams what follows that
 message in the same completion. ``GET /stats`` reports, per prompt, the
-requests, the streams completed and the streams the client closed early.
+requests, the streams completed, the streams the client closed early and the
+last request's ``traceparent``.
 
 Run standalone for end-to-end tests: ``python -m tests.support.fake_openai --port N``.
 """
@@ -78,6 +79,7 @@ class PromptStats:
     requests: int = 0
     completed: int = 0
     closed_early: int = 0
+    traceparent: str | None = None  # the last request's W3C trace header
 
 
 STATS = web.AppKey("stats", dict)
@@ -101,6 +103,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     script = directives(prompt)
     stats = request.app[STATS].setdefault(prompt, PromptStats())
     stats.requests += 1
+    stats.traceparent = request.headers.get("traceparent")
     leak = _leaky_message(request) if "leak" in script else None
     if "status" in script:
         return _http_error(int(script["status"]), None, leak)

@@ -104,8 +104,10 @@ def test_kubernetes_manifests_parse_and_probe_real_endpoints(path: Path) -> None
         if document["kind"] in ("ConfigMap", "Secret"):
             names = set(document.get("data", {})) | set(document.get("stringData", {}))
             assert names <= SETTING_NAMES, names - SETTING_NAMES
+    worker_ports = re.findall(r"TOKENWIRE_WORKER_METRICS_PORT, value: \"(\d+)\"", text)
     for port in re.findall(r"containerPort: (\d+)", text):
-        assert port in ("8080", "6379", "16379")  # TOKENWIRE_PORT in the image; Valkey
+        # TOKENWIRE_PORT in the image; Valkey; the worker's probes where it listens
+        assert port in ("8080", "6379", "16379", *worker_ports)
 
 
 def test_the_edge_listens_where_the_manifests_send_traffic() -> None:

@@ -40,3 +40,22 @@ async def test_cancelling_a_supervised_task_stops_it() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_background_loop_that_swallows_its_cancel_still_stops() -> None:
+    """As redis-py can, mid-command: the cancel is caught and the call retried."""
+    turning = asyncio.Event()
+
+    async def stubborn() -> None:
+        while background.running:
+            turning.set()
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    background = supervision.Background("stubborn", stubborn)
+    background.start()
+    await turning.wait()
+    await asyncio.wait_for(background.close(), 5)
+    assert not background.running

@@ -13,19 +13,25 @@ from tokenwire.apikeys import KeyStore
 from tokenwire.conversations import ConversationStore
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Authenticator, KeyCache, auth_problem
+from tokenwire.edge.census import PROTOCOLS, ViewerCensus
 from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.errors import WS_SERVICE_RESTART, error_middleware
+from tokenwire.edge.instrumentation import metrics_middleware, tracing_middleware
 from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.routes import setup_routes
-from tokenwire.edge.source_hub import hub_for
+from tokenwire.edge.source_hub import AnyHub, hub_for
 from tokenwire.edge.viewers import ViewerReporter
+from tokenwire.jobqueue import queue_figures
+from tokenwire.journal import Journal
 from tokenwire.limits import KeyLimiter
 from tokenwire.redis_client import RedisClient, create_redis
+from tokenwire.redis_clock import RedisClock
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
 from tokenwire.supervision import start_supervised
+from tokenwire.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +40,21 @@ class InsecureSettings(ValueError):
     """The edge would be open to anyone without saying so (see ``auth_problem``)."""
 
 
-def create_app(settings: Settings, redis: RedisClient | None = None) -> web.Application:
+def create_app(settings: Settings, redis: RedisClient | None = None, *,
+               tracing: Tracing = NO_TRACING) -> web.Application:
     """Build the edge. ``redis`` lets a caller share its client (it stays the caller's).
     Refuses (``InsecureSettings``) to build an edge without auth unless auth is
-    explicitly disabled."""
+    explicitly disabled. ``tracing``: spans of requests, their context in jobs."""
     if (problem := auth_problem(settings)) is not None:
         raise InsecureSettings(problem)
-    app = web.Application(middlewares=[error_middleware],
-                          client_max_size=settings.max_body_bytes)
+    metrics = EdgeMetrics()
+    middlewares = [metrics_middleware(metrics), error_middleware]
+    if tracing.enabled:
+        middlewares.insert(0, tracing_middleware(tracing))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[appkeys.SETTINGS] = settings
-    app[appkeys.METRICS] = EdgeMetrics()
+    app[appkeys.METRICS] = metrics
+    app[appkeys.TRACING] = tracing
     app[appkeys.LIFECYCLE] = appkeys.Lifecycle()
     app.cleanup_ctx.append(_redis_context(redis))
     app.on_shutdown.append(_drain)
@@ -80,7 +91,12 @@ def _redis_context(shared: RedisClient | None):  # type: ignore[no-untyped-def]
             except ResponseError as exc:  # e.g. out of memory: scripts load on first use
                 log.warning("could not preload scripts: %s", exc)
 
-        watch = RedisWatch(redis, load_scripts)
+        census = ViewerCensus(redis, f"{settings.host}:{settings.port}")
+        clock = RedisClock(redis)
+        # One periodic task talks to Redis for the whole edge: after each check,
+        # the clock and the census (see ``redis_watch``).
+        watch = RedisWatch(redis, load_scripts, every_check=[clock.sample, census.tick])
+        _observe(app, redis, hub, watch, census=census, clock=clock)
         app[appkeys.REDIS] = redis
         app[appkeys.STORE] = store
         app[appkeys.CONVERSATIONS] = conversations
@@ -89,8 +105,6 @@ def _redis_context(shared: RedisClient | None):  # type: ignore[no-untyped-def]
         app[appkeys.REDIS_WATCH] = watch
         app[appkeys.HEARTBEAT] = heartbeat
         app[appkeys.WS_HEARTBEAT] = ws_heartbeat
-        app[appkeys.METRICS].watch_hub(lambda: hub.channels, lambda: hub.subscribers,
-                                       lambda: hub.messages_received)
         hub.start()
         viewers.start()
         connections.start()
@@ -98,6 +112,7 @@ def _redis_context(shared: RedisClient | None):  # type: ignore[no-untyped-def]
                  start_supervised("sse-heartbeat", heartbeat.run),
                  start_supervised("ws-heartbeat", ws_heartbeat.run)]
         yield
+        watch.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -108,6 +123,22 @@ def _redis_context(shared: RedisClient | None):  # type: ignore[no-untyped-def]
             await redis.aclose()
 
     return context
+
+
+def _observe(app: web.Application, redis: RedisClient, hub: AnyHub, watch: RedisWatch, *,
+             census: ViewerCensus, clock: RedisClock) -> None:
+    """What operators see of this edge: metrics read at scrape time, the viewer
+    census, Redis' clock, the journal."""
+    app[appkeys.CENSUS] = census
+    app[appkeys.CLOCK] = clock
+    app[appkeys.JOURNAL] = Journal(redis)
+    metrics = app[appkeys.METRICS]
+    metrics.watch_hub(lambda: hub.channels, lambda: hub.subscribers,
+                      lambda: hub.messages_received)
+    metrics.watch_viewers(lambda protocol: census.by_protocol[protocol], PROTOCOLS,
+                          lambda: len(census.viewers))
+    metrics.watch_redis(lambda: 1.0 if watch.reachable else 0.0)
+    metrics.watch_queue(lambda: queue_figures(redis, app[appkeys.SETTINGS].job_partitions))
 
 
 async def start_draining(app: web.Application) -> None:

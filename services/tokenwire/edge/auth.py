@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -72,6 +73,12 @@ class Principal:
         """Whether this caller (already checked for the conversation) has ``scope``."""
         return self.token is None or scope in self.token.scopes
 
+    def check_unexpired(self) -> None:
+        """For a caller checked once and kept (an open WebSocket): its token
+        must still be valid for each new command."""
+        if self.token is not None and self.token.expired():
+            raise Unauthorized("token_expired", "the token has expired")
+
 
 ANONYMOUS = Principal(tenant=None)
 
@@ -96,32 +103,34 @@ def bearer(request: web.Request) -> str | None:
 class KeyCache:
     """API key records by key id, trusted for ``ttl`` seconds (absent ones too),
     so that a busy edge does not ask Redis on every request — and a revoked key
-    stops working on every edge within ``ttl``."""
+    stops working on every edge within ``ttl``. Bounded, least recently used
+    out first, in constant time: a flood of made-up key ids costs a lookup
+    each, never a scan of the cache."""
 
     def __init__(self, store: KeyStore, ttl: float) -> None:
         self._store = store
         self._ttl = ttl
-        self._entries: dict[str, tuple[ApiKey | None, float]] = {}
+        self._entries: OrderedDict[str, tuple[ApiKey | None, float]] = OrderedDict()
 
     async def get(self, key_id: str) -> ApiKey | None:
         now = time.monotonic()
         cached = self._entries.get(key_id)
         if cached is not None and cached[1] > now:
+            self._entries.move_to_end(key_id)
             return cached[0]
         record = await self._store.get(key_id)
         if self._ttl > 0:
-            if len(self._entries) >= _CACHE_MAX_ENTRIES:
-                self._evict(now)
             self._entries[key_id] = (record, now + self._ttl)
+            self._entries.move_to_end(key_id)
+            if len(self._entries) > _CACHE_MAX_ENTRIES:
+                self._entries.popitem(last=False)
         return record
 
     async def verify(self, presented: str) -> ApiKey | None:
         return await verify(presented, self.get)
 
-    def _evict(self, now: float) -> None:
-        self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
-        while len(self._entries) >= _CACHE_MAX_ENTRIES:  # all fresh: drop the oldest
-            del self._entries[next(iter(self._entries))]
+    def forget(self, key_id: str) -> None:
+        self._entries.pop(key_id, None)
 
 
 class Authenticator:
@@ -131,6 +140,8 @@ class Authenticator:
         self._codec = TokenCodec(settings)
         self._admin_key = (settings.admin_key.get_secret_value()
                            if settings.admin_key is not None else None)
+        self._metrics_key = (settings.metrics_key.get_secret_value()
+                             if settings.metrics_key is not None else self._admin_key)
 
     @property
     def tokens(self) -> TokenCodec:
@@ -173,9 +184,23 @@ class Authenticator:
         """A key's limits, as cached (no secret involved)."""
         return await self._keys.get(key_id)
 
+    def forget_key(self, key_id: str) -> None:
+        """Drop a cached record (the key was just revoked through this edge)."""
+        self._keys.forget(key_id)
+
     def check_admin(self, request: web.Request) -> None:
         """The admin key, compared in constant time."""
-        presented = bearer(request)
-        if self._admin_key is None or presented is None or not hmac.compare_digest(
-                presented.encode(), self._admin_key.encode()):
+        if not _presents(request, self._admin_key):
             raise Unauthorized("unauthorized", "this route needs the admin key")
+
+    def check_metrics(self, request: web.Request) -> None:
+        """The metrics key (``TOKENWIRE_METRICS_KEY``, else the admin key)."""
+        if not _presents(request, self._metrics_key):
+            raise Unauthorized("unauthorized", "this route needs the metrics key")
+
+
+def _presents(request: web.Request, secret: str | None) -> bool:
+    """The request's bearer credential is ``secret`` (compared in constant time)."""
+    presented = bearer(request)
+    return secret is not None and presented is not None and hmac.compare_digest(
+        presented.encode(), secret.encode())

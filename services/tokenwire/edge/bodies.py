@@ -4,7 +4,8 @@
 within ``request_body_timeout_seconds`` (a client that dribbles a body gets
 408 instead of holding the request open), and parses it with a bound on
 nesting: JSON nested deeper than ``max_json_depth`` is 400 ``malformed_json``
-like any other unparseable body — never a ``RecursionError`` and a 500.
+like any other unparseable body — never a ``RecursionError`` and a 500 —, and so
+is a lone surrogate escape in any string (text no handler can encode).
 """
 
 from __future__ import annotations
@@ -54,8 +55,7 @@ def parse_json(raw: bytes | str, max_depth: int) -> Any:
         raise _too_deep(max_depth) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedRequest("malformed_json", f"the body is not valid JSON: {exc}") from exc
-    if _deeper_than(value, max_depth):
-        raise _too_deep(max_depth)
+    _check_parsed(value, max_depth)
     return value
 
 
@@ -63,18 +63,31 @@ def _too_deep(max_depth: int) -> MalformedRequest:
     return MalformedRequest("malformed_json", f"JSON nested deeper than {max_depth} levels")
 
 
-def _deeper_than(value: Any, max_depth: int) -> bool:
-    """Whether ``value`` nests more than ``max_depth`` containers (iterative: no recursion)."""
+def _check_parsed(value: Any, max_depth: int) -> None:
+    """Refuse (400) what ``json.loads`` accepts but no handler may meet: more
+    than ``max_depth`` nested containers, and a lone surrogate (``"\\ud800"``)
+    in any string — text that cannot be encoded reaches Redis, a hash or a
+    log as a 500. One iterative walk: no recursion."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_encodable(item)
+            continue
         if isinstance(item, dict):
-            children: Any = item.values()
+            children: list[Any] = [*item.keys(), *item.values()]
         elif isinstance(item, list):
             children = item
         else:
             continue
         if depth > max_depth:
-            return True
+            raise _too_deep(max_depth)
         stack.extend((child, depth + 1) for child in children)
-    return False
+
+
+def _check_encodable(text: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise MalformedRequest("malformed_json", "text must be valid Unicode "
+                               "(a lone surrogate escape is not)") from exc

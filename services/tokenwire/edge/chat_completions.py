@@ -24,6 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenwire.edge import keys as appkeys
+from tokenwire.edge.delivering import delivering
 from tokenwire.edge.openai_shape import (
     check_max_tokens,
     error_object,
@@ -85,7 +86,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     events = await open_events(app, stream_id, None, tenant=principal.tenant)
     completion = _Completion(stream_id, chat.model)
     headers = {"X-Stream-ID": stream_id}
-    async with app[appkeys.CONNECTIONS].held(events.key_id):
+    async with delivering(app, stream_id, events.key_id, "chat_completions"):
         if chat.stream:
             include_usage = chat.stream_options is not None and chat.stream_options.include_usage
             return await _stream(request, events.events(), completion, include_usage, headers)

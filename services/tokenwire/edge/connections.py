@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from tokenwire.edge.auth import Authenticator
 from tokenwire.limits import KeyLimiter
 from tokenwire.redis_client import TRANSPORT_ERRORS
+from tokenwire.supervision import Background
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,13 @@ class ConnectionLeases:
         self._auth = auth
         self._interval = lease_seconds / 3
         self._held: set[tuple[str, str]] = set()  # (key id, connection id)
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticker = Background("conn-leases", self._refresh_every_interval)
 
     def start(self) -> None:
-        self._ticker = asyncio.create_task(self._refresh_every_interval(), name="conn-leases")
+        self._ticker.start()
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await self._ticker.close()
 
     @contextlib.asynccontextmanager
     async def held(self, key_id: str | None) -> AsyncIterator[None]:
@@ -65,7 +63,7 @@ class ConnectionLeases:
                 log.warning("could not release a connection slot: %s", exc)
 
     async def _refresh_every_interval(self) -> None:
-        while True:
+        while self._ticker.running:
             await asyncio.sleep(self._interval)
             if not self._held:
                 continue

@@ -29,17 +29,18 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
+from tokenwire.conversations import Conversation
 from tokenwire.cursor import Cursor
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Principal
 from tokenwire.edge.conversations import MessageRequest, conversation_id_of, options_of
 from tokenwire.edge.cors import check_websocket_origin
-from tokenwire.edge.errors import WS_SLOW_CONSUMER, WS_TRY_AGAIN, status_of
+from tokenwire.edge.errors import WS_SLOW_CONSUMER, WS_TRY_AGAIN, WS_UNAUTHORIZED, status_of
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.edge.handlers import check_limits, resume_position
 from tokenwire.edge.source import open_events
 from tokenwire.edge.turns import cancel_turn, current, start_turn
-from tokenwire.errors import InvalidValue, TokenwireError
+from tokenwire.errors import InvalidValue, TokenwireError, Unauthorized
 from tokenwire.events import dumps
 from tokenwire.redis_client import TRANSPORT_ERRORS
 
@@ -55,10 +56,28 @@ async def conversation_websocket(request: web.Request) -> web.WebSocketResponse:
     tenant = principal.tenant_for_conversation(conversation_id, "read")
     conversation = await current(app, tenant, conversation_id)  # 404 before the upgrade
     position = resume_position(request, header=False)
-    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, compress=False)
-    await ws.prepare(request)
-    app[appkeys.LIFECYCLE].websockets.add(ws)
-    session = _Session(app, ws, principal, tenant, conversation_id)
+    # An open socket is a delivery connection for all its life, idle or not:
+    # counted against the conversation's key (429 before the upgrade when full).
+    key_id = conversation.key_id or (principal.key.key_id if principal.key else None)
+    async with app[appkeys.CONNECTIONS].held(key_id):
+        ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_seconds, compress=False)
+        await ws.prepare(request)
+        app[appkeys.LIFECYCLE].websockets.add(ws)
+        session = _Session(app, ws, principal, tenant, conversation_id)
+        try:
+            await _resume(app, session, conversation, position)
+            async for frame in ws:
+                if frame.type == WSMsgType.TEXT:
+                    await session.command(frame.data)
+        finally:
+            await session.close()
+    return ws
+
+
+async def _resume(app: web.Application, session: _Session, conversation: Conversation,
+                  position: Cursor | None) -> None:
+    """Follow the active turn — or the last one, when the client's cursor says
+    it missed that turn's end."""
     if conversation.active is not None:
         session.follow(conversation.active.stream_id, conversation.active.message_id, position)
     elif position is not None and conversation.last_stream is not None:
@@ -66,13 +85,6 @@ async def conversation_websocket(request: web.Request) -> web.WebSocketResponse:
         if meta is not None and meta.epoch == position.epoch:  # its end was missed
             last = conversation.messages[-1].id if conversation.messages else ""
             session.follow(conversation.last_stream, last, position)
-    try:
-        async for frame in ws:
-            if frame.type == WSMsgType.TEXT:
-                await session.command(frame.data)
-    finally:
-        await session.close()
-    return ws
 
 
 class _Session:
@@ -94,6 +106,12 @@ class _Session:
             await self._refuse(InvalidValue("malformed_json", "send one JSON object per frame"))
             return
         kind = command.get("type") if isinstance(command, dict) else None
+        try:
+            self._principal.check_unexpired()
+        except Unauthorized as exc:  # a token expires; an open socket must not outlive it
+            await self._refuse(exc)
+            await self._close(WS_UNAUTHORIZED, b"token expired: reconnect with a fresh one")
+            return
         try:
             if kind == "message":
                 await self._message(command)
@@ -133,7 +151,8 @@ class _Session:
                 events = await open_events(self._app, stream_id, position, tenant=self._tenant)
             except StreamComplete:
                 return
-            async with self._app[appkeys.CONNECTIONS].held(events.key_id):
+            # The socket's own lease counts the connection; the census, the viewer.
+            with self._app[appkeys.CENSUS].watching(stream_id, "conversation_ws"):
                 async for event in events.events():
                     await self._send(event.ws_frame())
         except ConnectionResetError:

@@ -15,6 +15,7 @@ token with the scope it needs (``read``, ``write``, ``cancel``).
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Literal
 
 from aiohttp import web
@@ -24,16 +25,17 @@ from tokenwire import keys
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Principal
 from tokenwire.edge.bodies import read_json_object
+from tokenwire.edge.delivering import delivering
 from tokenwire.edge.delivery import send_sse
 from tokenwire.edge.handlers import check_limits, demo_principal, follower_for, invalid
-from tokenwire.edge.submit import grant, stream_grant
+from tokenwire.edge.submit import grant
 from tokenwire.edge.turns import (
     TurnOptions,
     cancel_turn,
     current,
     describe,
     start_turn,
-    turn_scopes,
+    turn_grant,
 )
 from tokenwire.errors import ConversationNotFound, InvalidValue
 from tokenwire.jobs import JobOptions
@@ -114,6 +116,9 @@ async def create_conversation_as(request: web.Request, principal: Principal) -> 
         raise InvalidValue("invalid_conversation",
                            f"token_ttl_seconds must be <= {settings.token_max_ttl_seconds}")
     conversation_id = spec.id or keys.new_conversation_id()
+    if principal.key is not None:  # a week of Redis memory: counted like a new stream
+        await app[appkeys.LIMITER].admit_request(principal.key.key_id,
+                                                 f"conversation:{secrets.token_hex(8)}")
     created = await app[appkeys.CONVERSATIONS].create(
         principal.tenant, conversation_id,
         principal.key.key_id if principal.key is not None else None, spec.system)
@@ -148,14 +153,13 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     tenant = principal.tenant
     if "text/event-stream" in request.headers.get("Accept", ""):
         follower = await follower_for(request, turn.stream_id, None, tenant=tenant)
-        async with app[appkeys.CONNECTIONS].held(follower.key_id):
+        async with delivering(app, turn.stream_id, follower.key_id, "sse"):
             return await send_sse(request, follower, headers={"X-Stream-ID": turn.stream_id})
     body: dict[str, Any] = {
         "id": turn.stream_id, "status": "queued", "conversation_id": conversation_id,
         "message_id": turn.message_id,
         "user_message": turn.user_message.public() if turn.user_message else None,
-        **stream_grant(app, turn.stream_id, tenant, turn_scopes(principal),
-                       message.token_ttl_seconds),
+        **turn_grant(app, principal, turn.stream_id, tenant, message.token_ttl_seconds),
     }
     return web.json_response(body, status=202,
                              headers={"Location": f"/v1/streams/{turn.stream_id}"})

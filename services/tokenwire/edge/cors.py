@@ -52,7 +52,14 @@ def check_websocket_origin(request: web.Request, settings: Settings) -> None:
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    if origin.lower() in settings.cors_origins or urlsplit(origin).netloc.lower() == (
-            request.host or "").lower():
+    if origin.lower() in settings.cors_origins or _netloc(origin) == (request.host or "").lower():
         return
     raise Forbidden("origin_not_allowed", "WebSocket connections from this origin are not allowed")
+
+
+def _netloc(origin: str) -> str | None:
+    """``host[:port]`` of an ``Origin`` header; None for one that is not a URL."""
+    try:
+        return urlsplit(origin).netloc.lower()
+    except ValueError:  # e.g. "http://[": an unclosed IPv6 literal
+        return None

@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from tokenwire.edge import keys as appkeys
 from tokenwire.edge.follower import StreamComplete
+from tokenwire.edge.instrumentation import count_refusal
 from tokenwire.edge.sse import transient_answer
 from tokenwire.errors import (
     Conflict,
@@ -67,6 +69,7 @@ WS_NORMAL = 1000  # the terminal event was sent
 WS_TRY_AGAIN = 1011  # Redis failed mid-stream
 WS_SERVICE_RESTART = 1012  # the edge is draining
 WS_SLOW_CONSUMER = 4408  # the client fell too far behind
+WS_UNAUTHORIZED = 4401  # its token expired: reconnect with a fresh one (no resume of commands)
 
 _AIOHTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
@@ -107,6 +110,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except StreamComplete:
         return web.Response(status=204)
     except TokenwireError as exc:
+        count_refusal(request.app[appkeys.METRICS], exc)
         if isinstance(exc, TRANSIENT) and wants_event_stream(request):
             return transient_answer(exc.code, exc.message, exc.retry_after)
         status = status_of(exc)
@@ -123,6 +127,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, code, exc.reason)
     except TRANSPORT_ERRORS as exc:
         log.warning("redis unavailable: %s", exc)
+        request.app[appkeys.METRICS].redis_errors.inc()
         message = "the message broker is unreachable"
         if wants_event_stream(request):
             return transient_answer("redis_unavailable", message, 1)

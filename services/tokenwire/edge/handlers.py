@@ -9,6 +9,7 @@ the caller's tenant's streams.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from typing import Any
 
@@ -21,12 +22,15 @@ from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Principal
 from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.cors import check_websocket_origin
+from tokenwire.edge.delivering import delivering
 from tokenwire.edge.delivery import send_sse, send_websocket
 from tokenwire.edge.follower import Follower, StreamComplete
 from tokenwire.edge.submit import cancel, check_open, new_job, stream_grant, submit, urls_of
 from tokenwire.errors import (
+    Forbidden,
     InvalidValue,
     MalformedRequest,
+    StreamGone,
     StreamNotFound,
 )
 from tokenwire.events import dumps
@@ -69,8 +73,6 @@ async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest
         canonical = dumps(job_request.model_dump(mode="json")).encode()
     except ValidationError as exc:
         raise invalid("invalid_job", "the job has invalid values", exc) from exc
-    except UnicodeEncodeError as exc:  # lone surrogates from "\ud800" escapes
-        raise InvalidValue("invalid_job", "text must be valid Unicode") from exc
     check_limits(job_request, settings, "invalid_job")
     return job_request, hashlib.sha256(canonical).hexdigest()
 
@@ -108,12 +110,31 @@ async def create_demo_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def demo_principal(request: web.Request) -> Principal:
-    """The dev API key's caller, for the demo's backend stand-ins (``tokenwire dev``)."""
+    """The dev API key's caller, for the demo's backend stand-ins (``tokenwire dev``).
+
+    Only for a request addressed to ``localhost`` or an IP address: a page on
+    any website could otherwise reach them through DNS rebinding (its own
+    domain re-pointed at 127.0.0.1, same-origin to the browser) and spend the
+    developer's model budget with the dev key."""
     settings = request.app[appkeys.SETTINGS]
     if settings.demo_api_key is None:  # the routes exist only when it is set
         raise web.HTTPNotFound()
+    if not _addressed_by_ip_or_localhost(request):
+        raise Forbidden("demo_host_not_allowed",
+                        "the demo answers only at localhost or an IP address")
     return await request.app[appkeys.AUTH].key_principal(
         settings.demo_api_key.get_secret_value())
+
+
+def _addressed_by_ip_or_localhost(request: web.Request) -> bool:
+    host = (request.url.host or "").lower().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def create_stream_as(request: web.Request, principal: Principal) -> web.StreamResponse:
@@ -130,7 +151,7 @@ async def create_stream_as(request: web.Request, principal: Principal) -> web.St
                              idempotency_key=idempotency_key_of(request), fingerprint=fingerprint)
     if "text/event-stream" in request.headers.get("Accept", ""):
         follower = await follower_for(request, stream_id, None, tenant=principal.tenant)
-        async with app[appkeys.CONNECTIONS].held(follower.key_id):
+        async with delivering(app, stream_id, follower.key_id, "sse"):
             return await send_sse(request, follower, headers={"X-Stream-ID": stream_id})
     body: dict[str, Any] = {"id": stream_id, "status": "queued"}
     body.update(stream_grant(app, stream_id, principal.tenant, job_request.token_scopes,
@@ -145,7 +166,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     position = resume_position(request, header=True)
     want_snapshot = request.query.get("snapshot") in ("1", "true")
     follower = await follower_for(request, stream_id, position, want_snapshot, tenant=tenant)
-    async with request.app[appkeys.CONNECTIONS].held(follower.key_id):
+    async with delivering(request.app, stream_id, follower.key_id, "sse"):
         return await send_sse(request, follower)
 
 
@@ -165,7 +186,7 @@ async def stream_websocket(request: web.Request) -> web.StreamResponse:
         if principal.may(stream_id, "cancel"):  # a read-only token's cancel is ignored
             await _cancel(request, stream_id, tenant)
 
-    async with app[appkeys.CONNECTIONS].held(follower.key_id if follower else None):
+    async with delivering(app, stream_id, follower.key_id if follower else None, "ws"):
         return await send_websocket(request, follower, cancel)
 
 
@@ -218,8 +239,14 @@ async def follower_for(
     async def redis_came_back() -> bool:
         return await watch.came_back_within(settings.edge_rebuild_grace_seconds)
 
-    return await Follower.open(
-        app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
-        idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
-        tenant=tenant, redis_came_back=redis_came_back,
-    )
+    try:
+        return await Follower.open(
+            app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
+            idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
+            tenant=tenant, redis_came_back=redis_came_back,
+        )
+    except (StreamComplete, StreamGone) as exc:  # a resume answered before any delivery
+        if position is not None:
+            app[appkeys.METRICS].resumed("complete" if isinstance(exc, StreamComplete)
+                                         else "gone")
+        raise

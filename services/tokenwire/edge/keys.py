@@ -10,16 +10,20 @@ from aiohttp import web
 from tokenwire.apikeys import KeyStore
 from tokenwire.conversations import ConversationStore
 from tokenwire.edge.auth import Authenticator
+from tokenwire.edge.census import ViewerCensus
 from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.source_hub import AnyHub
 from tokenwire.edge.viewers import ViewerReporter
+from tokenwire.journal import Journal
 from tokenwire.limits import KeyLimiter
 from tokenwire.redis_client import RedisClient
+from tokenwire.redis_clock import RedisClock
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
+from tokenwire.tracing import Tracing
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
@@ -35,6 +39,10 @@ REDIS_WATCH = web.AppKey("redis_watch", RedisWatch)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)  # SSE responses
 WS_HEARTBEAT = web.AppKey("ws_heartbeat", Heartbeat)
 CONVERSATIONS = web.AppKey("conversations", ConversationStore)
+TRACING = web.AppKey("tracing", Tracing)
+CENSUS = web.AppKey("census", ViewerCensus)
+CLOCK = web.AppKey("clock", RedisClock)  # Redis' clock (delivery lag, the console)
+JOURNAL = web.AppKey("journal", Journal)
 
 
 class Lifecycle:

@@ -26,6 +26,7 @@ from tokenwire.edge import keys as appkeys
 from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.errors import status_of
 from tokenwire.edge.handlers import idempotency_key_of
+from tokenwire.edge.instrumentation import count_refusal
 from tokenwire.edge.submit import submit
 from tokenwire.errors import InvalidValue, MalformedRequest, NotFound, TokenwireError
 from tokenwire.events import dumps
@@ -68,6 +69,7 @@ def openai_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except TokenwireError as exc:
+            count_refusal(request.app[appkeys.METRICS], exc)
             status = status_of(exc)
             status = 400 if status == 422 else status
             return error_response(status, exc.code, exc.message,
@@ -78,6 +80,7 @@ def openai_errors(handler: Handler) -> Handler:
             return error_response(exc.status, "http_error", exc.reason)
         except TRANSPORT_ERRORS as exc:
             log.warning("redis unavailable: %s", exc)
+            request.app[appkeys.METRICS].redis_errors.inc()
             return error_response(503, "redis_unavailable", "the message broker is unreachable",
                                   retry_after=1)
 

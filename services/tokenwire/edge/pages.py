@@ -58,6 +58,29 @@ async def demo_asset(request: web.Request) -> web.FileResponse:
                                                      "Content-Type": content_type})
 
 
+_ADMIN_ASSETS = {
+    "console.js": "text/javascript; charset=utf-8",
+    "console.css": "text/css; charset=utf-8",
+}
+
+
+async def admin_page(request: web.Request) -> web.FileResponse:
+    """The operator's console (served only with an admin key configured). The
+    page holds nothing but code: every figure comes from the admin API, which
+    it calls with the admin key the operator types in."""
+    return web.FileResponse(STATIC / "admin.html", headers={
+        **_PAGE_HEADERS, "Content-Type": "text/html; charset=utf-8",
+        "Cache-Control": "no-store"})
+
+
+async def admin_asset(request: web.Request) -> web.FileResponse:
+    content_type = _ADMIN_ASSETS.get(request.match_info["name"])
+    if content_type is None:
+        raise web.HTTPNotFound()
+    return web.FileResponse(STATIC / request.match_info["name"],
+                            headers={**_PAGE_HEADERS, "Content-Type": content_type})
+
+
 async def client_js(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "client.js", headers=_CLIENT_HEADERS)
 

@@ -14,6 +14,10 @@ Each time Redis comes back, ``on_back`` runs (the edge loads its scripts: a
 restarted Redis forgot them, and loading one later is refused when it is out
 of memory). A caller that needs a fresh answer (``came_back_within``) shares
 the check in flight instead of sending its own.
+
+After each periodic check that reached Redis, ``every_check`` runs (the edge's
+Redis clock sample and viewer census): one task talks to Redis on a timer for
+the whole edge, each failure logged and left to the next second.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from tokenwire.redis_client import TRANSPORT_ERRORS, RedisClient
 
@@ -34,18 +39,33 @@ CHECK_INTERVAL = 1.0
 
 
 class RedisWatch:
-    def __init__(self, redis: RedisClient, on_back: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, redis: RedisClient, on_back: Callable[[], Awaitable[None]],
+                 every_check: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
         self._redis = redis
         self._on_back = on_back
+        self._every_check = every_check
         self.reachable = False
         self._run_ids: frozenset[str] | None = None
         self._seen_down = False
         self._back_at: float | None = None  # time.monotonic()
         self._checking: asyncio.Future[bool] | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End ``run`` at its next turn, even if the cancel that should end it
+        is lost: redis-py can swallow a cancel that lands mid-command (it
+        reconnects and retries), and a loop that ignores it keeps the edge's
+        cleanup waiting forever."""
+        self._stopping = True
 
     async def run(self) -> None:
-        while True:
-            await self.check()
+        while not self._stopping:
+            if await self.check():
+                for task in self._every_check:
+                    try:
+                        await task()
+                    except (*TRANSPORT_ERRORS, RedisError) as exc:
+                        log.debug("periodic task failed: %s", exc)
             await asyncio.sleep(CHECK_INTERVAL)
 
     async def came_back_within(self, seconds: float) -> bool:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tokenwire import keys
 from tokenwire.edge import keys as appkeys
+from tokenwire.edge.delivering import delivering
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.edge.openai_shape import (
     check_max_tokens,
@@ -102,8 +103,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     stream_id = await submit_request(request, job, principal.key, body)
     if spec.stream:
         return await _stream(request, stream_id, principal.tenant, None)
-    if not spec.background:
-        await _wait_for_end(app, stream_id, principal.tenant)
+    if not spec.background:  # an open connection like any other: counted while it waits
+        async with app[appkeys.CONNECTIONS].held(job.key_id):
+            await _wait_for_end(app, stream_id, principal.tenant)
     return web.json_response(await _describe_now(app, stream_id, principal.tenant),
                              headers={"X-Stream-ID": stream_id})
 
@@ -175,7 +177,7 @@ async def _stream(request: web.Request, stream_id: str, tenant: str | None,
     async with sse_stream(request, {"X-Stream-ID": stream_id}) as response:
         if events is None:
             return response  # nothing after starting_after
-        async with app[appkeys.CONNECTIONS].held(events.key_id):
+        async with delivering(app, stream_id, events.key_id, "responses"):
             async for item in converter.convert(events.events(), position):
                 await send_data(response, item, event=str(item["type"]))
     return response

@@ -29,7 +29,7 @@ from tokenwire.edge.live import LiveSource
 from tokenwire.edge.subscription import Subscription
 from tokenwire.events import Event
 from tokenwire.redis_client import TRANSPORT_ERRORS, RedisClient
-from tokenwire.supervision import start_supervised
+from tokenwire.supervision import Background
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class SourceHub:
         self._changed = asyncio.Event()
         self._active: set[str] = set()  # confirmed by the source (changed by the commander)
         self._confirmations: dict[str, asyncio.Future[None]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._commander = Background("source-hub-commander", self._command)
         self.messages_received = 0
         self.malformed_messages = 0
 
@@ -67,15 +67,13 @@ class SourceHub:
 
     def start(self) -> None:
         self._source.start(self)
-        self._task = start_supervised("source-hub-commander", self._command)
+        self._commander.start()
 
     async def wait_connected(self) -> None:
         await self._source.wait_connected()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._commander.close()
         await self._source.close()
 
     @contextlib.asynccontextmanager
@@ -109,7 +107,7 @@ class SourceHub:
         self._changed.set()
 
     async def _command(self) -> None:
-        while True:
+        while self._commander.running:
             await self._changed.wait()
             self._changed.clear()
             dirty, self._dirty = self._dirty, set()

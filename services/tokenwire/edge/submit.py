@@ -9,7 +9,6 @@ key's limits. ``grant`` makes the answer's stream token and delivery URLs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,16 +31,20 @@ def new_job(
     conversation: str | None = None, facade: dict[str, Any] | None = None,
     stream_id: str | None = None,
 ) -> Job:
-    """A job with the edge's defaults filled in (and a fresh stream id, unless given)."""
+    """A job with the edge's defaults filled in (and a fresh stream id, unless
+    given); with tracing on, the current request's trace context, which the
+    worker's spans continue. ``created_at_ms`` is on Redis' clock, like the
+    events' append times, so a client's time to first token is one clock's."""
     settings = app[appkeys.SETTINGS]
     return Job(
         stream_id=stream_id or keys.new_stream_id(), messages=messages,
         model=model or settings.default_model_name, max_tokens=max_tokens,
         temperature=temperature, buffer=buffer or settings.default_buffer,
-        metadata=metadata or {}, created_at_ms=int(time.time() * 1000),
+        metadata=metadata or {}, created_at_ms=app[appkeys.CLOCK].now_ms(),
         idle_cancel_ms=idle_cancel_ms, tenant=tenant,
         key_id=key.key_id if key is not None else None,
         conversation=conversation, facade=facade,
+        trace=app[appkeys.TRACING].headers() or None,
     )
 
 
@@ -51,13 +54,13 @@ def check_open(app: web.Application) -> None:
 
 
 def check_model(app: web.Application, key: ApiKey | None, model: str) -> None:
-    """The model must be one this deployment serves (``TOKENWIRE_MODELS``,
-    when set) and one the API key may use."""
-    served = app[appkeys.SETTINGS].models
-    if served and model not in served:
-        raise InvalidValue("model_not_found", f"the model {model!r} is not served here")
+    """The model must be one the API key may use and one this deployment serves
+    (``TOKENWIRE_MODELS``; unset: the default model only — a caller, or a
+    browser's conversation token, must not pick the provider's priciest)."""
     if key is not None and not key.allows_model(model):
         raise InvalidValue("model_not_allowed", f"this API key may not use the model {model!r}")
+    if model not in app[appkeys.SETTINGS].served_models:
+        raise InvalidValue("model_not_found", f"the model {model!r} is not served here")
 
 
 async def submit(app: web.Application, job: Job, key: ApiKey | None, *,
@@ -74,9 +77,11 @@ async def submit(app: web.Application, job: Job, key: ApiKey | None, *,
 async def cancel(app: web.Application, stream_id: str, tenant: str | None) -> CancelOutcome:
     """Cancel a stream (see ``StreamStore.cancel``); one that was still queued is
     ended right here, so its creator's running slot is freed here too."""
-    outcome = await app[appkeys.STORE].cancel(stream_id, tenant)
+    store = app[appkeys.STORE]
+    outcome = await store.cancel(stream_id, tenant)
     if outcome.status == "cancelled":  # no worker will see it to release it
         await app[appkeys.LIMITER].release(outcome.key_id, stream_id)
+        await store.deactivate(stream_id)
     return outcome
 
 

@@ -14,6 +14,7 @@ calling key when a backend posts itself.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from tokenwire.conversations import (
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Principal
 from tokenwire.edge.submit import cancel, check_model, check_open, new_job, stream_grant, submit
-from tokenwire.errors import ConversationNotFound
+from tokenwire.errors import ConversationNotFound, Unauthorized
 from tokenwire.jobs import MetadataValue
 from tokenwire.settings import BufferMode
 from tokenwire.store import now_ms
@@ -113,10 +114,16 @@ async def _begin(app: web.Application, tenant: str | None, conversation_id: str,
 
 async def _paying_key(app: web.Application, principal: Principal,
                       conversation: Conversation | None) -> ApiKey | None:
-    """The key whose limits a turn counts against (see the module docstring)."""
+    """The key whose limits a turn counts against (see the module docstring).
+    A conversation token whose key was revoked spends nothing: revoking a key
+    is the operator's kill switch, for the tokens it handed out too."""
     if principal.key is not None or conversation is None or conversation.key_id is None:
         return principal.key
-    return await app[appkeys.AUTH].key_record(conversation.key_id)
+    key = await app[appkeys.AUTH].key_record(conversation.key_id)
+    if key is None:
+        raise Unauthorized("invalid_api_key",
+                           "the API key behind this conversation is no longer valid")
+    return key
 
 
 async def current(app: web.Application, tenant: str | None, conversation_id: str
@@ -157,6 +164,17 @@ def turn_scopes(principal: Principal) -> list[str]:
     return ["read", "cancel"] if principal.may_in_conversation("cancel") else ["read"]
 
 
+def turn_grant(app: web.Application, principal: Principal, stream_id: str,
+               tenant: str | None, ttl_seconds: int | None = None) -> dict[str, Any]:
+    """A turn's stream token and URLs, for this caller: its scopes, and no
+    longer-lived than the caller's own token (a short conversation token must
+    not buy day-long stream tokens)."""
+    if principal.token is not None:
+        left = principal.token.expires_at - int(time.time())
+        ttl_seconds = max(1, min(ttl_seconds or app[appkeys.SETTINGS].token_ttl_seconds, left))
+    return stream_grant(app, stream_id, tenant, turn_scopes(principal), ttl_seconds)
+
+
 def describe(app: web.Application, principal: Principal, conversation: Conversation
              ) -> dict[str, Any]:
     """A conversation as the API shows it: its history and its active turn,
@@ -166,12 +184,13 @@ def describe(app: web.Application, principal: Principal, conversation: Conversat
         stream_id = conversation.active.stream_id
         active = {"stream_id": stream_id, "message_id": conversation.active.message_id,
                   "since_ms": conversation.active.since_ms,
-                  **stream_grant(app, stream_id, conversation.tenant, turn_scopes(principal))}
+                  **turn_grant(app, principal, stream_id, conversation.tenant)}
     return {
         "id": conversation.id,
         "created_at_ms": conversation.created_at_ms,
         "updated_at_ms": conversation.updated_at_ms,
-        "system": conversation.system or None,
+        # The backend's instructions are its own: a browser's token does not read them.
+        "system": (conversation.system or None) if principal.token is None else None,
         "messages": [message.public() for message in conversation.messages],
         "active": active,
         "last_stream_id": conversation.last_stream,

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tokenwire import keys
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.bodies import read_json_object
+from tokenwire.edge.delivering import delivering
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.edge.handlers import invalid
 from tokenwire.edge.openai_shape import send_data, sse_stream
@@ -103,7 +104,7 @@ async def ui_chat(request: web.Request) -> web.StreamResponse:
                                 user_message_id=message[0], create=True,
                                 truncate_from=chat.messageId or "")
     events = await open_events(app, turn.stream_id, None, tenant=principal.tenant)
-    async with app[appkeys.CONNECTIONS].held(events.key_id), sse_stream(
+    async with delivering(app, turn.stream_id, events.key_id, "ui_chat"), sse_stream(
             request, {**HEADERS, "X-Stream-ID": turn.stream_id}) as response:
         async for chunk in ui_chunks(events.events(), turn.stream_id, turn.message_id):
             await send_data(response, chunk)
@@ -146,7 +147,7 @@ async def resume_ui_chat(request: web.Request) -> web.StreamResponse:
         events = await open_events(app, active.stream_id, None, tenant=tenant, snapshot=True)
     except StreamComplete:
         return web.Response(status=204)
-    async with app[appkeys.CONNECTIONS].held(events.key_id), sse_stream(
+    async with delivering(app, active.stream_id, events.key_id, "ui_chat"), sse_stream(
             request, {**HEADERS, "X-Stream-ID": active.stream_id}) as response:
         async for chunk in ui_chunks(events.events(), active.stream_id, active.message_id):
             await send_data(response, chunk)

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.store import StreamStore
-from tokenwire.supervision import start_supervised
+from tokenwire.supervision import Background
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,13 @@ class ViewerReporter:
         self._viewers: Counter[str] = Counter()
         self._cancel_after: dict[str, float] = {}  # seconds, per watched stream
         self._new_stream = asyncio.Event()  # the ticker may need a shorter period
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticker = Background("viewers", self._report_every_interval)
 
     def start(self) -> None:
-        self._ticker = start_supervised("viewers", self._report_every_interval)
+        self._ticker.start()
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await self._ticker.close()
 
     @contextlib.asynccontextmanager
     async def watching(self, stream_id: str, cancel_after: float) -> AsyncIterator[None]:
@@ -63,7 +60,7 @@ class ViewerReporter:
                 del self._cancel_after[stream_id]
 
     async def _report_every_interval(self) -> None:
-        while True:
+        while self._ticker.running:
             shortest = min(self._cancel_after.values(), default=self._interval * 3)
             period = max(0.05, min(self._interval, shortest / 3))
             with contextlib.suppress(TimeoutError):

@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from tokenwire import keys
 from tokenwire.redis_client import TRANSPORT_ERRORS, RedisClient, node_client
+from tokenwire.supervision import Background
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,24 @@ class Broadcasts:
         self._redis = redis
         self._handlers = {keys.CANCEL_CHANNEL: on_cancel, keys.JOBS_WAKE_CHANNEL: on_wake}
         self._on_connected = on_connected
-        self.closing = False
+        self._listener = Background("broadcast-listener", self._run)
 
-    async def run(self) -> None:
+    def start(self) -> None:
+        self._listener.start()
+
+    async def close(self) -> None:
+        await self._listener.close()
+
+    async def _run(self) -> None:
         failures = 0
-        while not self.closing:
+        while self._listener.running:
             try:
                 async with self._subscribed() as pubsub:
                     if failures:
                         log.info("broadcast listener reconnected")
                     failures = 0
                     self._on_connected()
-                    while not self.closing:
+                    while self._listener.running:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
                             self._handlers[str(message["channel"])](str(message["data"]))

@@ -31,6 +31,12 @@ from typing import Any, Literal, Protocol
 
 from tokenwire.buffers import TokenBuffer
 from tokenwire.jobs import Job
+from tokenwire.worker.observer import (
+    GenerationObserver,
+    GenerationReport,
+    Unobserved,
+    UpstreamCall,
+)
 from tokenwire.worker.providers import Delta, Provider, UpstreamError
 from tokenwire.worker.surrogates import SurrogateRepair
 
@@ -106,8 +112,17 @@ class Generation:
         *,
         prefix: str = "",
         prior_tokens: int = 0,
+        observer: GenerationObserver | None = None,
     ) -> None:
         self.job = job
+        self._observer: GenerationObserver = observer or Unobserved()
+        self._call: UpstreamCall = Unobserved()
+        self._call_started = 0.0
+        self._last_text_at: float | None = None  # in the current call
+        self._started: float | None = None
+        self._first_text_at: float | None = None  # in this attempt
+        self._ended_at: float | None = None
+        self._finish_reason: str | None = None  # as the done event says it
         self._provider = provider
         self._buffer = buffer
         self._sink = sink
@@ -135,8 +150,28 @@ class Generation:
         with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the pump anyway
             self._queue.put_nowait(_Cancel())
 
+    @property
+    def report(self) -> GenerationReport:
+        """What this attempt did so far (complete once ``run`` returned)."""
+        started = self._started or time.monotonic()
+        end = self._ended_at or time.monotonic()
+        cancel_latency = None
+        if self._cancel_requested_at is not None and self._ended_at is not None:
+            cancel_latency = max(self._ended_at - self._cancel_requested_at, 0.0)
+        return GenerationReport(
+            tokens=self._stats.tokens,
+            ttft_seconds=None if self._first_text_at is None else self._first_text_at - started,
+            duration_seconds=end - started, finish_reason=self._finish_reason,
+            cancel_latency_seconds=cancel_latency, usage=self._stats.usage)
+
     async def run(self) -> Ending:
-        started = time.monotonic()
+        try:
+            return await self._run()
+        finally:
+            self._ended_at = time.monotonic()
+
+    async def _run(self) -> Ending:
+        started = self._started = time.monotonic()
         outcome = await self._call_with_retries(started)
         await self._emit(self._buffer.flush())  # real output: a continuation keeps it too
         if isinstance(outcome, UpstreamError):
@@ -146,6 +181,7 @@ class Generation:
                 return Ending("restart", outcome.code, outcome.message)
             await self._sink.error(outcome.code, outcome.message, outcome.retryable)
             return Ending("error", outcome.code, outcome.message)
+        self._finish_reason = outcome
         await self._sink.done(self._done_data(started, outcome))
         return Ending("done")
 
@@ -174,13 +210,17 @@ class Generation:
         self._queue = asyncio.Queue(READ_AHEAD)
         if self._cancel_requested_at is not None:
             return "cancelled"
-        self._reader = asyncio.create_task(self._read_upstream(), name="upstream")
-        try:
-            return await self._pump(started)
-        finally:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        with self._observer.upstream_call() as call:
+            self._call, self._call_started, self._last_text_at = call, time.monotonic(), None
+            self._reader = asyncio.create_task(self._read_upstream(), name="upstream")
+            try:
+                outcome = await self._pump(started)
+            finally:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+            call.ended(outcome, self._stats.usage)
+            return outcome
 
     async def _read_upstream(self) -> None:
         queue = self._queue
@@ -224,6 +264,7 @@ class Generation:
                 silent_until = now + self._policy.max_gap
                 self._absorb(item)
                 if item.text:
+                    self._saw_text(now)
                     self._pending_tokens += 1
                     await self._emit(self._buffer.push(self._repair.push(item.text), now))
 
@@ -238,6 +279,15 @@ class Generation:
                 return await self._queue.get()
         except TimeoutError:
             return None
+
+    def _saw_text(self, now: float) -> None:
+        if self._last_text_at is None:
+            self._call.first_text(now - self._call_started)
+            if self._first_text_at is None:
+                self._first_text_at = now
+        else:
+            self._call.gap(now - self._last_text_at)
+        self._last_text_at = now
 
     def _absorb(self, delta: Delta) -> None:
         if delta.finish_reason:

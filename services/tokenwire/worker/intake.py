@@ -38,8 +38,10 @@ Read = Callable[[Partition, int], Awaitable[list[Delivery]]]
 
 
 class Intake:
-    def __init__(self, queue: JobQueue, sweep_seconds: float, reclaim_seconds: float) -> None:
+    def __init__(self, queue: JobQueue, sweep_seconds: float, reclaim_seconds: float,
+                 on_read: Callable[[str, bool], None] = lambda stream, ok: None) -> None:
         self._queue = queue
+        self._on_read = on_read  # each partition read: its stream, and whether it answered
         self._sweep_seconds = sweep_seconds
         self._reclaim_seconds = reclaim_seconds
         self._woken: dict[Partition, None] = {}  # an ordered set: first woken, first read
@@ -124,15 +126,18 @@ class Intake:
                     with contextlib.suppress(*TRANSPORT_ERRORS):
                         await self._queue.ensure_group(partition)
                     continue
+                self._on_read(partition.stream, False)
                 if not taken:
                     raise
                 left.append(partition)
                 continue
             except TRANSPORT_ERRORS:
+                self._on_read(partition.stream, False)
                 if not taken:
                     raise
                 left.append(partition)
                 continue
+            self._on_read(partition.stream, True)
             taken += got
             if len(got) == want:  # there may be more
                 left.append(partition)

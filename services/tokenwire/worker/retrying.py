@@ -30,9 +30,11 @@ MAX_DELAY = 0.5
 
 
 async def until_redis_answers(call: Callable[[], Awaitable[T]], give_up_at: float, what: str,
-                              context: Mapping[str, object]) -> T:
+                              context: Mapping[str, object],
+                              on_retry: Callable[[str], None] | None = None) -> T:
     """``await call()``, retried on transport errors until ``give_up_at``
-    (``time.monotonic()``); then the last error is raised."""
+    (``time.monotonic()``); then the last error is raised. ``on_retry(what)``
+    is told of each retry (the worker counts them)."""
     delay = FIRST_DELAY
     failures = 0
     while True:
@@ -42,6 +44,8 @@ async def until_redis_answers(call: Callable[[], Awaitable[T]], give_up_at: floa
             if time.monotonic() + delay > give_up_at:
                 raise
             failures += 1
+            if on_retry is not None:
+                on_retry(what)
             level = logging.WARNING if failures == 1 else logging.DEBUG
             log.log(level, "%s failed, retrying until Redis answers: %s", what, exc,
                     extra=dict(context))

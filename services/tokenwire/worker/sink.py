@@ -10,7 +10,7 @@ from redis.exceptions import OutOfMemoryError
 
 from tokenwire.errors import OutOfCapacity
 from tokenwire.events import dumps
-from tokenwire.store import Attempt, PendingEvent, StreamStore
+from tokenwire.store import Appended, Attempt, PendingEvent, StreamStore
 from tokenwire.worker.retrying import until_redis_answers
 
 #: A write is retried at least this long, even one made at the job's deadline
@@ -31,22 +31,33 @@ class RedisEventSink:
     A token write refused because Redis is out of memory raises ``OutOfCapacity``.
     ``spend``: counts the tokens against the job's API key; called just before
     their append, so the count shares the append's pipelined round trip.
+    ``on_tokens(count, appended)``: told of each token write (the worker's
+    metrics); ``on_retry``: of each write retried after a transport error.
     """
 
     def __init__(self, store: StreamStore, attempt: Attempt, deadline: float,
-                 spend: Callable[[int], None] | None = None) -> None:
+                 spend: Callable[[int], None] | None = None, *,
+                 on_tokens: Callable[[int, Appended], None] | None = None,
+                 on_retry: Callable[[str], None] | None = None) -> None:
         self._store = store
         self._attempt = attempt
         self._next_seq = attempt.last_seq + 1
         self._deadline = deadline
         self._context = {"stream_id": attempt.stream_id}
         self._spend = spend
+        self._on_tokens = on_tokens
+        self._on_retry = on_retry
+        #: the last write's reply (for the policy's "nobody watched" verdict)
+        self.last_appended: Appended | None = None
 
     async def token(self, content: str, count: int) -> bool:
         event = PendingEvent("token", dumps({"content": content}), content)
         if self._spend is not None:
             self._spend(count)
-        return await self._write([event], tokens_delta=count)
+        appended = await self._write([event], tokens_delta=count)
+        if self._on_tokens is not None:
+            self._on_tokens(count, appended)
+        return appended.cancel_requested
 
     async def done(self, data: dict[str, Any]) -> None:
         status = "cancelled" if data["finish_reason"] == "cancelled" else "done"
@@ -58,15 +69,16 @@ class RedisEventSink:
 
     async def _write(
         self, batch: list[PendingEvent], final_status: str = "", tokens_delta: int = 0
-    ) -> bool:
+    ) -> Appended:
         give_up_at = max(self._deadline, time.monotonic() + MIN_RETRY_SECONDS)
         first_seq = self._next_seq
         try:
-            cancel = await until_redis_answers(
+            appended = await until_redis_answers(
                 lambda: self._store.append(self._attempt, first_seq, batch, final_status,
                                            tokens_delta),
-                give_up_at, "append", self._context)
+                give_up_at, "append", self._context, self._on_retry)
         except OutOfMemoryError as exc:  # Redis hit maxmemory: this stream cannot go on
             raise OutOfCapacity() from exc
         self._next_seq += len(batch)
-        return cancel
+        self.last_appended = appended
+        return appended

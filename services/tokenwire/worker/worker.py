@@ -23,6 +23,9 @@
 - The helper tasks (claim refresher, the pub/sub listener of cancels and
   wake-ups) run supervised: a failure is logged and the helper restarts.
 - ``burst=True`` runs until the queue is empty: tests finish without sleeps.
+- What operators see of it — metrics, trace spans, the operations journal,
+  one log line per finished generation — is ``observe``'s; ``intake`` tells
+  the probes (``probes``) whether it takes jobs.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -40,24 +45,40 @@ from tokenwire.conversations import ConversationStore
 from tokenwire.errors import FencedWrite, OutOfCapacity, StreamLost, WriteRejected
 from tokenwire.jobqueue import Delivery, JobQueue
 from tokenwire.jobs import Job
+from tokenwire.journal import Journal
 from tokenwire.limits import KeyLimiter
 from tokenwire.redis_client import TRANSPORT_ERRORS, RedisClient
+from tokenwire.redis_clock import RedisClock
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, Dead, NoWork, StreamStore
 from tokenwire.supervision import start_supervised
+from tokenwire.tracing import NO_TRACING, Tracing
 from tokenwire.worker.broadcasts import Broadcasts
 from tokenwire.worker.generation import Ending, Generation, UpstreamPolicy
 from tokenwire.worker.intake import Intake
+from tokenwire.worker.metrics import WorkerMetrics
+from tokenwire.worker.observe import JobTelemetry, WorkerTelemetry
+from tokenwire.worker.probes import IntakeState
 from tokenwire.worker.providers import Provider
 from tokenwire.worker.retrying import until_redis_answers
 from tokenwire.worker.sink import RedisEventSink
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+def _outcome(ending: Ending, generation: Generation) -> str:
+    """How an attempt ended, as the metrics name it."""
+    if ending.kind == "done" and generation.report.finish_reason == "cancelled":
+        return "cancelled"
+    return ending.kind
+
 
 class Worker:
     def __init__(
-        self, redis: RedisClient, settings: Settings, provider: Provider, *, burst: bool = False
+        self, redis: RedisClient, settings: Settings, provider: Provider, *, burst: bool = False,
+        metrics: WorkerMetrics | None = None, tracing: Tracing = NO_TRACING,
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -67,9 +88,11 @@ class Worker:
         self._conversations = ConversationStore(redis, settings)
         self._queue = JobQueue(redis, settings.consumer_name, settings.worker_claim_timeout_ms,
                                settings.job_partitions)
+        self.intake = IntakeState()  # for the probes
+        self.intake.partitions = len(self._queue.partitions)
         # Burst mode looks at every partition each time: it ends when all are empty.
         self._intake = Intake(self._queue, 0.0 if burst else settings.read_block_ms / 1000,
-                              self._reclaim_interval())
+                              self._reclaim_interval(), self.intake.partition_read)
         self._broadcasts = Broadcasts(redis, self._cancel_local, self._intake.wake,
                                       self._intake.sweep_soon)
         # Token counts share the appends' pipeline (see ``limits``).
@@ -86,6 +109,11 @@ class Worker:
         self._closing = False
         self._helpers: list[asyncio.Task[None]] = []
         self.jobs_finished = 0
+        self.metrics = metrics or WorkerMetrics(settings.served_models)
+        self.metrics.watch(lambda: len(self._tasks), settings.worker_concurrency)
+        self.clock = RedisClock(redis)
+        self._telemetry = WorkerTelemetry(self.metrics, tracing, Journal(redis), self.clock,
+                                          settings=settings, provider_name=provider.name)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -98,22 +126,24 @@ class Worker:
 
     async def startup(self) -> None:
         await self._queue.ensure_groups()
+        await self.clock.sample()
         await self._store.load_scripts()
         await self._conversations.load_scripts()
         await self._limiter.load_scripts()
-        self._helpers = [
-            start_supervised("refresh-claims", self._refresh_claims),
-            start_supervised("broadcast-listener", self._broadcasts.run),
-        ]
+        self._helpers = [start_supervised("refresh-claims", self._refresh_claims)]
+        self._broadcasts.start()
+        self.intake.started()
         log.info("worker started", extra={"consumer": self._queue.consumer,
                                           "provider": self._provider.name})
 
     def stop(self) -> None:
         """Stop taking jobs (signal handlers call this), even with every slot busy."""
+        self.intake.stopped()
         self._stopping.set()
         self._slot_freed.set()  # the intake loop may be waiting for a free slot
 
     async def shutdown(self) -> None:
+        self.intake.stopped()
         self._stopping.set()
         if self._tasks:
             tasks = list(self._tasks.values())
@@ -129,7 +159,7 @@ class Worker:
             with contextlib.suppress(*TRANSPORT_ERRORS, ResponseError):
                 await self._queue.release(unfinished)
         self._closing = True
-        self._broadcasts.closing = True
+        await self._broadcasts.close()
         for helper in self._helpers:
             helper.cancel()
         for outcome in await asyncio.gather(*self._helpers, return_exceptions=True):
@@ -141,10 +171,12 @@ class Worker:
 
     async def _intake_loop(self) -> None:
         while not self._stopping.is_set():
+            self.intake.beat()
             free = self._settings.worker_concurrency - len(self._tasks)
             if free <= 0:
                 self._slot_freed.clear()
-                await self._wait_for(self._slot_freed)
+                with self.intake.waiting_for_a_slot():
+                    await self._wait_for(self._slot_freed)
                 continue
             try:
                 deliveries = await self._intake.take(free)
@@ -205,19 +237,22 @@ class Worker:
             log.error("unreadable job dropped", extra={"job_id": delivery.ref})
             await self._queue.ack(delivery)
             return
-        context = {"stream_id": job.stream_id, "job_id": delivery.ref}
+        telemetry = self._telemetry.job(delivery, job)
+        context = telemetry.context
         if job.key_id is not None:
             self._slots[delivery.ref] = (job.key_id, job.stream_id)
         deadline = time.monotonic() + self._settings.upstream_deadline_seconds
         try:
-            await self._attempts(delivery, job, deadline, context)
+            with telemetry.span():
+                await self._attempts(delivery, job, deadline, telemetry)
         except TRANSPORT_ERRORS as exc:
             log.error("Redis unreachable past the job's deadline; it stays pending: %s", exc,
                       extra=context)
 
     async def _attempts(self, delivery: Delivery, job: Job, deadline: float,
-                        context: dict[str, str]) -> None:
+                        telemetry: JobTelemetry) -> None:
         recreate, last_failure = False, ""
+        context = telemetry.context
 
         async def begin() -> Attempt | Dead | NoWork:
             return await self._store.begin(job, delivery.entry_id, self._queue.consumer,
@@ -226,7 +261,7 @@ class Worker:
         # Each pass is one attempt; begin() counts them, so this ends (Dead) —
         # except when Redis keeps losing the stream, hence the bound.
         for _ in range(2 * self._settings.max_attempts + 2):
-            began = await until_redis_answers(begin, deadline, "begin", context)
+            began = await self._until_redis(begin, deadline, "begin", telemetry)
             recreate = False
             if isinstance(began, NoWork):
                 log.info("job needs no generation (%s)", began.reason, extra=context)
@@ -234,33 +269,41 @@ class Worker:
             if isinstance(began, Dead):
                 log.error("job failed %d times: dead-lettered", began.attempts, extra=context)
                 await self._dead_letter(job, delivery, last_failure or "attempts_exhausted",
-                                        deadline, context)
+                                        deadline, telemetry)
                 break
             log.info("generation started", extra={**context, "attempt": began.attempt,
                                                   "continued": began.last_seq > 1,
                                                   "reclaimed": delivery.reclaimed})
+            telemetry.began(began)
             try:
-                ending = await self._generate(job, began, deadline)
+                with telemetry.attempt_span(began) as span:
+                    ending, generation, abandoned = await self._generate(
+                        job, began, deadline, telemetry)
+                    outcome = _outcome(ending, generation)
+                    span.set("tokenwire.outcome", outcome)
             except FencedWrite as exc:  # another worker owns the stream now; it acks
                 log.warning("generation stopped: %s", exc.message, extra=context)
+                await telemetry.attempt_ended("fenced")
                 return
             except StreamLost as exc:
                 log.warning("Redis lost this stream's writes (%s): beginning again",
                             exc.message, extra=context)
+                await telemetry.attempt_ended("lost")
                 recreate = True
                 continue
             except WriteRejected as exc:  # ended meanwhile (e.g. cancelled and done)
                 log.warning("generation stopped: %s", exc.message, extra=context)
+                await telemetry.attempt_ended("ended")
                 break
+            await telemetry.attempt_ended(outcome, generation, ending, abandoned)
             if ending.kind == "restart":
                 log.warning("attempt %d failed (%s): next attempt", began.attempt, ending.code,
                             extra=context)
                 last_failure = ending.code
                 continue
             if ending.kind == "error":
-                await self._dead_letter(job, delivery, ending.code, deadline, context)
+                await self._dead_letter(job, delivery, ending.code, deadline, telemetry)
             self.jobs_finished += 1
-            log.info("generation finished (%s)", ending.kind, extra=context)
             break
         else:
             log.error("giving up on this job for now; it stays pending", extra=context)
@@ -269,41 +312,60 @@ class Worker:
         # and a conversation's turn appends its answer — before the ack, so a
         # worker that dies here leaves the job to one that settles it (settling
         # twice appends once).
-        await until_redis_answers(lambda: self._limiter.release(job.key_id, job.stream_id),
-                                  deadline, "release", context)
+        await self._until_redis(lambda: self._limiter.release(job.key_id, job.stream_id),
+                                  deadline, "release", telemetry)
+        await self._until_redis(lambda: self._store.deactivate(job.stream_id), deadline,
+                                "deactivate", telemetry)
         if (conversation := job.conversation) is not None:
-            await until_redis_answers(
+            await self._until_redis(
                 lambda: self._conversations.settle(job.tenant, conversation, job.stream_id,
                                                    self._store),
-                deadline, "settle", context)
-        await until_redis_answers(lambda: self._queue.ack(delivery), deadline, "ack", context)
+                deadline, "settle", telemetry)
+        await self._until_redis(lambda: self._queue.ack(delivery), deadline, "ack", telemetry)
 
     async def _dead_letter(self, job: Job, delivery: Delivery, reason: str, deadline: float,
-                           context: dict[str, str]) -> None:
-        await until_redis_answers(lambda: self._store.dead_letter(job, delivery, reason),
-                                  deadline, "dead-letter", context)
+                           telemetry: JobTelemetry) -> None:
+        await self._until_redis(lambda: self._store.dead_letter(job, delivery, reason),
+                                deadline, "dead-letter", telemetry)
+        await telemetry.dead_lettered(reason)
 
-    async def _generate(self, job: Job, began: Attempt, deadline: float) -> Ending:
+    async def _until_redis(self, call: Callable[[], Awaitable[T]], deadline: float, what: str,
+                           telemetry: JobTelemetry) -> T:
+        """``retrying.until_redis_answers``, each retry counted."""
+        return await until_redis_answers(call, deadline, what, telemetry.context,
+                                         telemetry.redis_retried)
+
+    async def _generate(self, job: Job, began: Attempt, deadline: float,
+                        telemetry: JobTelemetry) -> tuple[Ending, Generation, bool]:
+        """The attempt's ending, its generation, and whether it was cancelled
+        because nobody watched (``on_disconnect``)."""
         settings = self._settings
         buffer = make_buffer(job.buffer, settings.flush_interval_ms / 1000,
                              settings.coalesce_chars)
         spend = partial(self._limiter.spend, job.key_id) if job.key_id is not None else None
-        sink = RedisEventSink(self._store, began, deadline, spend)
+        sink = RedisEventSink(self._store, began, deadline, spend,
+                              on_tokens=telemetry.tokens_written,
+                              on_retry=telemetry.redis_retried)
         policy = UpstreamPolicy(settings.upstream_retries, settings.upstream_backoff_seconds,
                                 settings.upstream_deadline_seconds,
                                 settings.upstream_max_gap_seconds)
         generation = Generation(job, self._provider, buffer, sink, policy,
-                                prefix=began.text, prior_tokens=began.tokens)
+                                prefix=began.text, prior_tokens=began.tokens,
+                                observer=telemetry.observer())
         self._generations[job.stream_id] = generation
         if began.cancel_requested:
             generation.cancel()
         try:
-            return await generation.run()
+            ending = await generation.run()
         except OutOfCapacity as exc:  # the terminal write may exceed maxmemory
             await sink.error(exc.code, exc.message, True)
-            return Ending("error", exc.code, exc.message)
+            ending = Ending("error", exc.code, exc.message)
         finally:
             self._generations.pop(job.stream_id, None)
+        unwatched = sink.last_appended.unwatched_ms if sink.last_appended else None
+        abandoned = (job.idle_cancel_ms is not None and unwatched is not None
+                     and unwatched > job.idle_cancel_ms)
+        return ending, generation, abandoned
 
     # --- helpers ------------------------------------------------------------------
 
@@ -315,6 +377,7 @@ class Worker:
             try:
                 await self._queue.refresh(list(self._deliveries.values()))
                 await self._limiter.refresh_running(list(self._slots.values()))
+                await self.clock.sample()  # queue waits are measured on Redis' clock
                 wait = interval
             except (*TRANSPORT_ERRORS, ResponseError) as exc:
                 # Again soon: when Redis is back, claim before anyone reclaims.

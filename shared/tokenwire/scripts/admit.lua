@@ -1,7 +1,9 @@
--- Admit a new stream for an API key: every limit checked and counted in one
--- step, so concurrent creations on any number of edges cannot overshoot.
+-- Admit a new stream (or another request that costs, such as a new
+-- conversation) for an API key: every limit checked and counted in one step, so
+-- concurrent creations on any number of edges cannot overshoot.
 -- KEYS: the key's record, running, requests, tokens, connections (one hash tag).
--- ARGV: now_ms, stream_id, running_lease_ms
+-- ARGV: now_ms, member (the stream id), running_lease_ms, runs ('1': the member
+-- takes a running slot; '0': it counts as a request only)
 -- Returns {'ok'} | {'revoked'} | {code, retry_after_ms}. A refusal counts nothing.
 local now = tonumber(ARGV[1])
 local limit = redis.call('HMGET', KEYS[1], 'sha256', 'max_running', 'requests_per_minute',
@@ -20,7 +22,8 @@ if limit[3] then
     return {'requests_per_minute_exceeded', math.max(tonumber(oldest[2]) + 60000 - now, 1000)}
   end
 end
-if limit[2] then
+local runs = ARGV[4] == '1' and limit[2]
+if runs then
   -- A slot expires by itself (a crash leaked it); workers refresh those they run.
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= tonumber(limit[2]) then
@@ -31,7 +34,7 @@ if limit[3] then
   redis.call('ZADD', KEYS[3], now, ARGV[2])
   redis.call('PEXPIRE', KEYS[3], 60000)
 end
-if limit[2] then
+if runs then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end

@@ -2,10 +2,25 @@
 --   KEYS[1] meta hash, KEYS[2] event stream, KEYS[3] text, KEYS[4] live channel.
 -- All four share the stream id's hash tag, hence one Cluster slot.
 
+-- When this call's events were appended, on Redis' clock (TIME, in microseconds),
+-- read once per call: every edge measures delivery lag against the same clock,
+-- whatever the clocks of the worker and edge hosts say (``redis_clock.py``).
+local appended_at_us = nil
+local function appended_at()
+  if not appended_at_us then
+    local now = redis.call('TIME')
+    appended_at_us = now[1] .. string.format('%06d', tonumber(now[2]))
+  end
+  return appended_at_us
+end
+
+-- An event: its entry (fields e: epoch, t: type, d: data, a: appended at) and its
+-- live message, `<epoch>.<seq>@<appended at> <type> <data>` (``Event.from_live_message``).
 local function add_event(epoch, seq, etype, data, maxlen)
+  local at = appended_at()
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, seq .. '-0',
-             'e', epoch, 't', etype, 'd', data)
-  redis.call('SPUBLISH', KEYS[4], epoch .. '.' .. seq .. ' ' .. etype .. ' ' .. data)
+             'e', epoch, 't', etype, 'd', data, 'a', at)
+  redis.call('SPUBLISH', KEYS[4], epoch .. '.' .. seq .. '@' .. at .. ' ' .. etype .. ' ' .. data)
 end
 
 -- The terminal event: the stream's status and final data are set with it, and its

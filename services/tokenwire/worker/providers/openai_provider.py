@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import openai
@@ -28,7 +28,11 @@ class OpenAIProvider:
 
     name = "openai"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 trace_headers: Callable[[], dict[str, str]] | None = None) -> None:
+        """``trace_headers``: W3C trace headers of the current span, sent with
+        each call (tracing on: the model server joins the trace)."""
+        self._trace_headers = trace_headers
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "none"
         self._api_key = key
         self._client = AsyncOpenAI(
@@ -53,6 +57,8 @@ class OpenAIProvider:
             params["max_tokens"] = job.max_tokens
         if job.temperature is not None:
             params["temperature"] = job.temperature
+        if self._trace_headers is not None and (headers := self._trace_headers()):
+            params["extra_headers"] = headers
         finish_reason: str | None = None
         try:
             upstream = await self._client.chat.completions.create(**params)
