@@ -1,8 +1,9 @@
 """The live source: what the hub sits on to hear a stream's events as they are appended.
 
 The append script publishes every event on its stream's sharded channel
-(``keys.live_channel``: ``tw:{<id>}:live``, payload ``<epoch>.<seq> <type>
-<data>``) in the same atomic step as its ``XADD``. A live source holds the
+(``keys.live_channel``: ``tw:{<id>}:live``, payload ``<epoch>.<seq>@<µs>
+<type> <data>``, ``@<µs>`` being Redis' append time, absent from older
+scripts) in the same atomic step as its ``XADD``. A live source holds the
 pub/sub connection(s) that receive those messages and hands each one to a
 ``LiveListener`` (the hub), which owns who is interested in what and fans out.
 
