@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint browser nginx node bench chaos clean
+.PHONY: run test lint browser nginx node bench chaos fuzz openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required"; exit 1; }
@@ -65,6 +65,17 @@ bench: $(STAMP)
 ## violation. make test runs the fast scenarios. CHAOS_ARGS=--only NAME ...
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
+## The OpenAPI fuzz test, longer than in make test (1000 examples per operation,
+## a few minutes). FUZZ_EXAMPLES=N for another number.
+fuzz: $(STAMP)
+	TOKENWIRE_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} $(BIN)/python -m pytest \
+	    tests/e2e/test_openapi_fuzz.py
+
+## Rewrite the generated body schemas of services/tokenwire/edge/static/openapi.json
+## from the pydantic models (after changing one; a test fails until you do).
+openapi: $(STAMP)
+	$(BIN)/python -m tokenwire.edge.openapi
 
 clean:
 	rm -rf $(VENV) build *.egg-info tests/node/node_modules

@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from tokenwire import keys
-from tokenwire.jobs import ModelName
+from tokenwire.jobs import ModelName, json_integer
 from tokenwire.redis_client import RedisClient
 
 KEY_PREFIX = "twk_"
@@ -54,6 +54,8 @@ class KeySpec(BaseModel):
     requests_per_minute: Limit | None = None
     tokens_per_minute: Limit | None = None
     max_connections: Limit | None = None
+
+    _json_integers = field_validator(*LIMIT_FIELDS, mode="before")(json_integer)
 
 
 @dataclass(frozen=True, slots=True)

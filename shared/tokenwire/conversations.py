@@ -170,7 +170,8 @@ class ConversationStore:
     ) -> list[ConversationMessage]:
         """Make ``stream_id`` the conversation's active turn; returns the history
         it answers. Raises ``ConversationNotFound``, ``TurnInProgress``, or
-        ``InvalidValue`` (``truncate_from`` names no message)."""
+        ``InvalidValue`` (``truncate_from`` names no message; ``regenerate`` and
+        nothing to answer again)."""
         settings = self._settings
         reply = await self._begin(
             keys=keys.conversation_keys(tenant, conversation_id),
@@ -186,6 +187,9 @@ class ConversationStore:
             raise TurnInProgress(str(reply[1]), int(reply[2]))
         if outcome == "unknown_message":
             raise InvalidValue("unknown_message", "no message of this conversation has this id")
+        if outcome == "nothing_to_regenerate":
+            raise InvalidValue("nothing_to_regenerate",
+                               "the conversation has no message of the user to answer again")
         return [ConversationMessage.from_json(str(raw)) for raw in reply[1:]]
 
     async def end_turn(self, tenant: str | None, conversation_id: str, stream_id: str,

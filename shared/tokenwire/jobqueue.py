@@ -61,15 +61,21 @@ class Partition:
 
 
 LEGACY = Partition(keys.LEGACY_JOBS, keys.LEGACY_DEAD_JOBS, keys.DEAD_REPLAYS, None)
-_DEAD_LETTER_ID = re.compile(r"^(?:(\d{1,4}):)?(\d{1,20}-\d{1,20})$")
+#: ``[<partition>:]<ms>-<seq>``, ASCII digits only (``\d`` takes "²", which
+#: ``int`` refuses). The OpenAPI document's pattern for it says the same.
+_DEAD_LETTER_ID = re.compile(r"^(?:([0-9]{1,3}):)?(([0-9]{1,20})-([0-9]{1,20}))$")
+_MOST_ENTRY_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit integer
 
 
 def dead_letter_of(dead_letter_id: str, count: int) -> tuple[Partition, str] | None:
     """The partition and entry id a dead letter's id names (``dead_letter_id``);
-    None for anything else, a partition beyond ``count`` included."""
+    None for anything else — a partition beyond ``count``, or an entry id Redis
+    would refuse (a half beyond 64 bits) — included."""
     if (match := _DEAD_LETTER_ID.fullmatch(dead_letter_id)) is None:
         return None
-    index, entry_id = match.groups()
+    index, entry_id, milliseconds, sequence = match.groups()
+    if int(milliseconds) > _MOST_ENTRY_PART or int(sequence) > _MOST_ENTRY_PART:
+        return None
     if index is None:
         return LEGACY, entry_id
     return (Partition.numbered(int(index), count), entry_id) if int(index) < count else None

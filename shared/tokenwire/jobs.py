@@ -5,11 +5,28 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from tokenwire.settings import BufferMode
 
 MetadataValue = str | int | float | bool | None
+
+
+def json_integer(value: Any) -> Any:
+    """``5.0`` → ``5``, for a ``mode="before"`` field validator: JSON Schema's
+    ``integer`` includes it, and the edge validates bodies strictly (no ``"5"``,
+    no ``true``), where pydantic would refuse it. (A validator on the field, not
+    on an ``Annotated`` type, so that the generated schema keeps its bounds.)"""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200,
                                              pattern=r"^[\x21-\x7e]+$")]
 #: What a stream token may allow: follow the stream, or cancel it too.
@@ -27,6 +44,14 @@ class Message(BaseModel):
     content: str = Field(max_length=200_000)
 
 
+#: "Exactly one of ``messages`` and ``prompt``", in JSON Schema, for the OpenAPI
+#: document (the validator below is what enforces it).
+_ONE_INPUT: dict[str, Any] = {"oneOf": [
+    {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+    {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+]}
+
+
 class JobOptions(BaseModel):
     """What a request may say about how to generate, besides the input."""
 
@@ -37,21 +62,18 @@ class JobOptions(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     buffer: BufferMode | None = None
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
+    # cancel_after is at least a second: edges report viewers a few times a
+    # second at most; less would cancel streams that are being watched. The
+    # pattern says so (no validator), so the OpenAPI document says it too.
     on_disconnect: str | None = Field(
-        None, max_length=40, pattern=r"^(continue|cancel_after=\d{1,6}(\.\d{1,3})?)$"
+        None, max_length=40, pattern=r"^(continue|cancel_after=0*[1-9]\d{0,5}(\.\d{1,3})?)$"
     )
     #: The stream token in the answer: its lifetime (the edge's default and
     #: maximum apply).
     token_ttl_seconds: int | None = Field(None, ge=60)
 
-    @model_validator(mode="after")
-    def _cancel_after_at_least_a_second(self) -> JobOptions:
-        # Edges report viewers a few times a second at most; less would cancel
-        # streams that are being watched.
-        idle = self.idle_cancel_ms()
-        if idle is not None and idle < 1000:
-            raise ValueError("on_disconnect cancel_after must be at least 1 second")
-        return self
+    _json_integers = field_validator("max_tokens", "token_ttl_seconds", mode="before")(
+        json_integer)
 
     def idle_cancel_ms(self) -> int | None:
         """``on_disconnect: cancel_after=<seconds>`` in milliseconds; None: continue."""
@@ -62,6 +84,8 @@ class JobOptions(BaseModel):
 
 class JobRequest(JobOptions):
     """Either ``messages`` or ``prompt``; everything else optional."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_INPUT)
 
     messages: list[Message] | None = Field(None, min_length=1, max_length=1000)
     prompt: str | None = Field(None, min_length=1, max_length=200_000)

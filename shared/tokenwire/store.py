@@ -41,6 +41,14 @@ TERMINAL_STATUSES = frozenset({"done", "error", "cancelled"})
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
+def _events_of(entries: list[tuple[str, dict[str, str]]]) -> list[Event]:
+    """Stream entries (id ``<seq>-0``, fields ``e``, ``t``, ``d``, and ``a``
+    when the append script stamped Redis' time) as events."""
+    return [Event(fields["e"], int(entry_id.split("-", 1)[0]), fields["t"], fields["d"],
+                  int(fields["a"]) if "a" in fields else None)
+            for entry_id, fields in entries]
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -101,6 +109,18 @@ class Snapshot:
 
     meta: StreamMeta
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Up to ``count`` events of a stream after ``after_seq`` and its meta, read
+    atomically: ``events`` are of ``meta.epoch``, in order (fewer than
+    ``count``: there are no more). ``meta`` is None when the stream has no record."""
+
+    meta: StreamMeta | None
+    after_seq: int
+    count: int
+    events: list[Event]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,11 +314,18 @@ class StreamStore:
         entries = cast(list[tuple[str, dict[str, str]]], await self._redis.xrange(
             keys.events(stream_id), min=f"{after_seq + 1}-0", max="+", count=count
         ))
-        return [
-            Event(fields["e"], int(entry_id.split("-", 1)[0]), fields["t"], fields["d"],
-                  int(fields["a"]) if "a" in fields else None)
-            for entry_id, fields in entries
-        ]
+        return _events_of(entries)
+
+    async def read_page(self, stream_id: str, after_seq: int, count: int) -> Page:
+        """Meta and up to ``count`` events after ``after_seq``, in one ``MULTI``:
+        the events belong to the epoch the meta names (a new epoch replaces the
+        events in the same script that changes the meta)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.meta(stream_id))
+            pipe.xrange(keys.events(stream_id), min=f"{after_seq + 1}-0", max="+", count=count)
+            raw, entries = await pipe.execute()
+        meta = StreamMeta.from_hash(stream_id, raw) if raw else None
+        return Page(meta, after_seq, count, _events_of(entries) if meta is not None else [])
 
     async def events_exist(self, stream_id: str) -> bool:
         return bool(await self._redis.exists(keys.events(stream_id)))

@@ -131,6 +131,8 @@ async def test_the_chat_demo(services: Services, tmp_path: Path) -> None:
         await page.click("#cancel")
         await expect(page.locator("#state")).to_have_text("cancelled", timeout=10_000)
         await expect(page.locator("#history li.cancelled")).to_have_count(1)
+        # The other tab learns of the third turn, and of its end, on its own time.
+        await expect(other.locator("#history li.cancelled")).to_have_count(1, timeout=15_000)
         await page.screenshot(path=str(shots / "3-cancelled.png"), full_page=True)
         await other.screenshot(path=str(shots / "4-other-tab.png"), full_page=True)
         shown, watched = await answers(page), await answers(other)

@@ -156,3 +156,39 @@ async def test_the_server_keeps_its_own_history(edges: list[EdgeClient], redis: 
     assert await error_of(refused) == (422, "unsupported_part")
     unknown = await edges[0].get("/v1/ui/chat/never-used/stream", headers=bearer(key))
     assert unknown.status == 204
+
+
+def _say(chat_id: str, text: str, **body: Any) -> dict[str, Any]:
+    """What ``DefaultChatTransport`` sends for a new user message."""
+    return {"id": chat_id, "trigger": "submit-message", "messages": [
+        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}], **body}
+
+
+async def test_refused_chat_requests_change_nothing(edges: list[EdgeClient],
+                                                    redis: Redis) -> None:
+    """Refused before anything is written: no conversation made on first use, no
+    message added or cut, no turn begun, no job."""
+    edge = edges[0]
+    key = (await new_key(edge))["key"]
+    full_key = (await new_key(edge, max_running=1))["key"]
+    held = await edge.post("/v1/streams", json={"prompt": "hold the slot"},
+                           headers=bearer(full_key))  # no worker: it stays running
+    assert held.status == 202
+    created = await edge.post("/v1/conversations", json={"id": "quiet"}, headers=bearer(key))
+    assert created.status == 201
+    refusals = [
+        (key, _say("quiet", "x", max_tokens="5"), (422, "invalid_chat")),  # strictly typed
+        (key, {"id": "quiet", "trigger": "regenerate-message", "messages": []},
+         (422, "nothing_to_regenerate")),  # no message of the user to answer again
+        (key, _say("fresh", "edit", messageId="u0"), (422, "unknown_message")),
+        (full_key, _say("fresh", "over the limit"), (429, "max_running_exceeded")),
+    ]
+    for credential, body, expected in refusals:
+        response = await edge.post("/v1/ui/chat", json=body, headers=bearer(credential))
+        assert await error_of(response) == expected, body
+    quiet = await edge.get("/v1/conversations/quiet", headers=bearer(key))
+    assert (await quiet.json())["messages"] == [] and (await quiet.json())["active"] is None
+    for credential in (key, full_key):  # its first use made no conversation
+        fresh = await edge.get("/v1/conversations/fresh", headers=bearer(credential))
+        assert await error_of(fresh) == (404, "not_found")
+    assert await redis.xlen("tw:jobs") == 1  # the held stream's only

@@ -234,6 +234,7 @@ async def test_admin_api_issues_lists_and_revokes_keys(edge: EdgeClient, redis: 
     (ADMIN, {"tenant": "acme", "max_running": 0}, 422, "invalid_key_spec"),
     (ADMIN, {"tenant": "acme", "models": []}, 422, "invalid_key_spec"),
     (ADMIN, {"tenant": "acme", "surprise": 1}, 422, "invalid_key_spec"),
+    (ADMIN, {"tenant": "acme", "max_running": "2"}, 422, "invalid_key_spec"),  # no coercion
 ])
 async def test_admin_api_refusals_change_nothing(
     edge: EdgeClient, redis: Redis, headers: dict[str, str], body: dict[str, Any], status: int,
@@ -444,12 +445,21 @@ async def test_the_console_api_needs_the_admin_key_and_refuses_bad_input(
         for headers in ({}, {"Authorization": "Bearer not-the-admin-key"}):
             response = await client.request(method, path, headers=headers)
             assert await error_of(response) == (401, "unauthorized")
-    assert await error_of(await client.get("/v1/admin/streams?limit=0", headers=ADMIN)) == (
-        400, "bad_limit")
+    # Digits Python's int() refuses (a superscript; more digits than it converts)
+    # are a bad limit, not a 500.
+    for limit in ("0", "501", "-1", "1.0", "", "%C2%B2", "9" * 5000):
+        for path in ("/v1/admin/streams", "/v1/admin/journal", "/v1/admin/dead-letters"):
+            assert await error_of(await client.get(f"{path}?limit={limit}", headers=ADMIN)) == (
+                400, "bad_limit"), (path, limit)
     assert await error_of(await client.post("/v1/admin/dead-letters/nope/replay",
                                             headers=ADMIN)) == (404, "not_found")
-    assert await error_of(await client.post("/v1/admin/dead-letters/1-0/replay",
-                                            headers=ADMIN)) == (404, "not_found")
+    # Not Redis stream ids (other digits; beyond 64 bits), in a partition or
+    # not, or a partition beyond the last, are unknown too, not a 500.
+    for entry_id in ("1-0", "%D9%A3-%D9%A3", "99999999999999999999-0", "1-99999999999999999999",
+                     "0:1-0", "3:99999999999999999999-0", "%D9%A3:1-0", "16:1-0", "-1:1-0",
+                     "1:2:1-0"):
+        assert await error_of(await client.post(f"/v1/admin/dead-letters/{entry_id}/replay",
+                                                headers=ADMIN)) == (404, "not_found"), entry_id
     page = await client.get("/admin")  # the page is code only: its data needs the key
     assert page.status == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert await redis.hlen(keys.DEAD_REPLAYS) == 0

@@ -213,7 +213,10 @@ async def test_tokens_and_tenants(edge: EdgeClient, worker: None) -> None:
 
 
 @pytest.mark.parametrize("body", [{}, {"content": ""}, {"content": "x", "temperature": 9},
-                                  {"content": "x", "tools": []}, {"content": 5}])
+                                  {"content": "x", "tools": []}, {"content": 5},
+                                  # strictly, as the OpenAPI document says a value is
+                                  {"content": "x", "max_tokens": "5"},
+                                  {"content": "x", "temperature": True}])
 async def test_bad_messages_change_nothing(edge: EdgeClient, body: dict[str, Any]) -> None:
     key = (await new_key(edge))["key"]
     await new_conversation(edge, key, id="strict")
@@ -221,6 +224,47 @@ async def test_bad_messages_change_nothing(edge: EdgeClient, body: dict[str, Any
                                headers=bearer(key))
     assert await error_of(response) == (422, "invalid_message")
     assert (await history(edge, "strict", key))["messages"] == []
+    async with edge.ws_connect("/v1/conversations/strict/ws", headers=bearer(key)) as ws:
+        await ws.send_json({"type": "message", **body})
+        refused = await ws_frames(ws, until="refused")
+    assert refused[-1]["code"] == "invalid_message"
+
+
+@pytest.mark.parametrize("body", [{"token_ttl_seconds": "600"}, {"system": 5},
+                                  {"token_scopes": "read"}])
+async def test_bad_conversations_are_refused(edge: EdgeClient, redis: RedisClient,
+                                             body: dict[str, Any]) -> None:
+    key = (await new_key(edge))["key"]
+    response = await edge.post("/v1/conversations", json={"id": "never", **body},
+                               headers=bearer(key))
+    assert await error_of(response) == (422, "invalid_conversation")
+    assert await redis.exists(_record_key("acme", "never")) == 0
+    integral = await edge.post("/v1/conversations", json={"token_ttl_seconds": 600.0},
+                               headers=bearer(key))  # a JSON integer
+    assert integral.status == 201
+
+
+async def test_a_turn_over_a_limit_leaves_the_conversation_as_it_was(edge: EdgeClient) -> None:
+    key = (await new_key(edge, max_running=1))["key"]
+    await new_conversation(edge, key, id="full")
+    first = await post(edge, "full", key, "the first")  # no worker: it stays queued
+    assert first.status == 202
+    await edge.post("/v1/conversations/full/cancel", headers=bearer(key))  # frees its slot
+    held = await edge.post("/v1/streams", json={"prompt": "hold the slot"},
+                           headers=bearer(key))
+    assert held.status == 202
+    as_it_was = await history(edge, "full", key)
+    refused = await post(edge, "full", key, "one too many")
+    assert await error_of(refused) == (429, "max_running_exceeded")
+    assert await history(edge, "full", key) == as_it_was  # last_stream_id, updated_at too
+
+
+async def test_a_plain_get_of_the_websocket_url_is_a_clear_400(edge: EdgeClient) -> None:
+    key = (await new_key(edge))["key"]
+    for conversation_id in ((await new_conversation(edge, key))["id"], "never-made"):
+        response = await edge.get(f"/v1/conversations/{conversation_id}/ws",
+                                  headers=bearer(key))
+        assert await error_of(response) == (400, "websocket_required")
 
 
 async def test_history_drops_the_oldest_whole_turns(redis: RedisClient, edge_settings: Settings,

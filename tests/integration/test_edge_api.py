@@ -160,6 +160,31 @@ async def test_resume_with_query_parameter_and_header_wins(client: EdgeClient) -
     assert assemble(first[:5], both).text == expected_text("hello edge")
 
 
+async def test_an_empty_last_event_id_header_leaves_the_query_in_charge(client: EdgeClient
+                                                                       ) -> None:
+    # Found by the OpenAPI fuzz test: an empty header used to "win" and hide
+    # the query, so a malformed ?last_event_id= was silently ignored.
+    stream_id = await create(client)
+    first = await read_events(client, stream_id, limit=6)
+    resumed = await read_events(client, stream_id, headers={"Last-Event-ID": ""},
+                                params={"last_event_id": first[2].id})
+    assert assemble(first[:3], resumed).text == expected_text("hello edge")
+    response = await client.get(f"/v1/streams/{stream_id}/events",
+                                headers={"Last-Event-ID": ""}, params={"last_event_id": "x"})
+    assert await error_of(response) == (400, "bad_cursor")
+
+
+async def test_a_malformed_query_cursor_is_400_even_where_the_header_wins(
+        client: EdgeClient) -> None:
+    # Found by the OpenAPI fuzz test: the query was not even parsed.
+    stream_id = await create(client)
+    first = await read_events(client, stream_id, limit=3)
+    response = await client.get(f"/v1/streams/{stream_id}/events",
+                                headers={"Last-Event-ID": first[-1].id},
+                                params={"last_event_id": "not a cursor"})
+    assert await error_of(response) == (400, "bad_cursor")
+
+
 async def test_many_drops_still_assemble_the_exact_text(client: EdgeClient) -> None:
     stream_id = await create(client, {"prompt": "drop me often"})
     transcript = Transcript()
@@ -369,6 +394,12 @@ async def test_websocket_cancel(redis: Redis, redis_url: str, aiohttp_client: Cl
     assert events[-1].data["sha256"] == hashlib.sha256(text.encode()).hexdigest()
 
 
+async def test_a_plain_get_of_the_websocket_url_is_a_clear_400(client: EdgeClient) -> None:
+    stream_id = await create(client)
+    response = await client.get(f"/v1/streams/{stream_id}/ws")
+    assert await error_of(response) == (400, "websocket_required")
+
+
 async def test_websocket_after_the_end_closes_normally(client: EdgeClient) -> None:
     stream_id = await create(client)
     events = await read_events(client, stream_id)
@@ -432,6 +463,11 @@ async def error_of(response: Any) -> tuple[int, str]:
     ({"json": {"prompt": "x", "temperature": 9}}, 422, "invalid_job"),
     ({"json": {"prompt": "x", "max_tokens": 10**9}}, 422, "invalid_job"),
     ({"json": {"prompt": "\ud800"}}, 400, "malformed_json"),  # a lone surrogate escape
+    # What the OpenAPI document says is not an integer or a number is not one:
+    # no coercion from strings or booleans.
+    ({"json": {"prompt": "x", "max_tokens": "5"}}, 422, "invalid_job"),
+    ({"json": {"prompt": "x", "max_tokens": True}}, 422, "invalid_job"),
+    ({"json": {"prompt": "x", "temperature": "1"}}, 422, "invalid_job"),
     ({"json": {"prompt": "x" * 300_000}}, 413, "too_large"),
     ({"json": {"prompt": "x"}, "headers": {"Idempotency-Key": "bad key"}}, 400,
      "bad_idempotency_key"),
@@ -481,6 +517,14 @@ async def test_unknown_things_get_json_errors(idle_client: EdgeClient, method: s
                                               ) -> None:
     response = await idle_client.request(method, path, headers=headers)
     assert await error_of(response) == (status, code)
+
+
+async def test_a_method_not_allowed_says_which_are(idle_client: EdgeClient) -> None:
+    # Found by the OpenAPI fuzz test: the JSON error dropped aiohttp's Allow
+    # header, which RFC 9110 requires on a 405.
+    response = await idle_client.request("TRACE", "/v1/streams/AAAAAAAAAAAAAAAAAAAAAA")
+    assert await error_of(response) == (405, "method_not_allowed")
+    assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
 
 
 @pytest.mark.parametrize("cursor", ["garbage", "abc.-1", "a.b.c", "x" * 40 + ".1"])
@@ -545,8 +589,14 @@ async def test_a_draining_edge_asks_event_streams_to_come_back(idle_client: Edge
     as_json = await idle_client.post("/v1/streams", json={"prompt": "x"})
     assert await error_of(as_json) == (503, "draining")
     assert as_json.headers["Retry-After"] == "1"
-    socket = await idle_client.get(f"/v1/streams/{stream_id}/ws")
+    socket = await idle_client.get(f"/v1/streams/{stream_id}/ws", headers=WEBSOCKET_HANDSHAKE)
     assert await error_of(socket) == (503, "draining")  # no browser reconnects a WebSocket
+
+
+#: The headers of a WebSocket handshake (RFC 6455), to see its refusal as a client gets it.
+WEBSOCKET_HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade",
+                       "Sec-WebSocket-Version": "13",
+                       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 
 
 async def test_a_full_queue_asks_an_event_stream_request_to_come_back(

@@ -180,6 +180,8 @@ async def test_a_cancel_ends_the_stream(edges: list[EdgeClient], api_key: str,
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"n": 2}, "n"), ({"logprobs": True}, "logprobs"), ({"top_p": 0.5}, "top_p"),
     ({"stop": ["x"]}, "stop"), ({"seed": 1}, "seed"),
+    # only the neutral value itself, as JSON compares it (false is not 0; to Python it is)
+    ({"logprobs": 0}, "logprobs"), ({"n": True}, "n"),
 ])
 async def test_unsupported_parameters_are_refused(clients: list[AsyncOpenAI], redis: Redis,
                                                   params: dict[str, Any], param: str) -> None:
@@ -210,6 +212,24 @@ async def test_errors_have_openai_shape(edges: list[EdgeClient], clients: list[A
             "role": "user", "content": [{"type": "image_url",
                                          "image_url": {"url": "http://x/y.png"}}]}])
     assert image.value.code == "unsupported_parameter"
+
+
+@pytest.mark.parametrize("params", [{"max_tokens": "5"}, {"stream": "true"},
+                                    {"temperature": True}, {"max_completion_tokens": 5.5}])
+async def test_values_are_refused_unless_of_their_type(clients: list[AsyncOpenAI],
+                                                       redis: Redis, params: dict[str, Any]
+                                                       ) -> None:
+    """Strictly, as the OpenAPI document says a value is: no "5" for an integer."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        await clients[0].chat.completions.create(
+            model="simulated", messages=[{"role": "user", "content": "x"}],
+            extra_body=params)
+    assert refused.value.code == "invalid_request" and refused.value.param == next(iter(params))
+    with pytest.raises(openai.BadRequestError) as refused:
+        await clients[0].responses.create(model="simulated", input="x",
+                                          extra_body={"max_output_tokens": "5"})
+    assert refused.value.param == "max_output_tokens"
+    assert await redis.xlen("tw:jobs") == 0  # nothing was enqueued
 
 
 # --- the Responses API, background mode ---------------------------------------------------
@@ -282,3 +302,11 @@ async def test_response_cancel_and_foreground(edges: list[EdgeClient], api_key: 
         await client.responses.create(model="simulated", input="x",
                                       previous_response_id=done.id)
     assert refused.value.param == "previous_response_id"
+    for query in ("starting_after=x", "starting_after=5_0", "starting_after=-2",
+                  "starting_after="):
+        # malformed: refused whether it is used (stream=true) or not
+        for stream in ("", "&stream=true"):
+            got = await edges[0].get(f"/v1/responses/{done.id}?{query}{stream}",
+                                     headers=bearer(api_key))
+            assert got.status == 400, (query, stream)
+            assert (await got.json())["error"]["code"] == "invalid_request"

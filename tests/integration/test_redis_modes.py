@@ -14,11 +14,13 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.integration.test_store import started
+from tests.support.live import Recorder
 from tests.support.processes import ROOT
 from tests.support.streams import new_job
 from tests.support.valkey_cluster import ValkeyCluster
 from tests.support.valkey_sentinel import ValkeySentinel
-from tokenwire.edge.source_hub import hub_for
+from tokenwire.edge.app import live_source_for
+from tokenwire.edge.hub import Hub
 from tokenwire.events import dumps
 from tokenwire.redis_client import BlockingSentinelPool, create_redis
 from tokenwire.store import PendingEvent, StreamStore
@@ -62,16 +64,17 @@ async def test_sentinel_mode_follows_the_master_through_a_failover(
             assert meta is not None and meta.status == "done", job.messages
         assert int((await redis.info("server"))["tcp_port"]) == new_master
         # The hub's pub/sub connection goes to the master the sentinels name.
-        hub = hub_for(redis, queue_size=8)
+        hub = Hub(live_source_for(redis))
         hub.start()
         await hub.wait_connected()
         try:
             attempt = await started(store)
-            async with hub.subscribe(attempt.stream_id) as live:
+            recorder = Recorder()
+            async with hub.subscribe(attempt.stream_id, recorder):
                 await store.append(attempt, 2, [PendingEvent("token", dumps({"content": "x"}),
                                                              "x")])
-                event = await live.get(5)
-            assert event is not None and event.seq == 2
+                event = await recorder.next()
+            assert event.seq == 2
         finally:
             await hub.close()
     finally:

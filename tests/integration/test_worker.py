@@ -266,3 +266,23 @@ async def test_a_worker_that_reclaims_its_own_running_job_does_not_run_it_twice(
         assert await wait_for_status(store, job.stream_id, {"done", "error"}) == "done"
     meta = await store.meta(job.stream_id)
     assert meta is not None and meta.attempt == 1
+
+
+async def test_a_worker_with_every_slot_busy_stops_when_asked(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    # Found by the OpenAPI fuzz test, whose worker ignored SIGTERM: with every
+    # slot busy, the intake loop waited for a free slot and never saw stop().
+    settings = settings_factory(worker_concurrency=1, worker_shutdown_grace_seconds=0.1)
+    store = StreamStore(redis, settings)
+    job = new_job("a minute of text")
+    await store.create(job, None, "fp")
+    worker = Worker(redis, settings, SimulatedProvider(2, 0))  # 121 tokens: a minute
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_for_status(store, job.stream_id, {"running"})
+        worker.stop()
+        await asyncio.wait_for(asyncio.shield(running), 5)  # long before the text would end
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

@@ -14,3 +14,14 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float,
             if await check():
                 return
             await asyncio.sleep(interval)
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0,
+                interval: float = 0.01) -> None:
+    """Return once ``condition()`` holds (state this process changes, such as
+    a hub's subscriber count); ``TimeoutError`` after ``seconds``."""
+
+    async def check() -> bool:
+        return condition()
+
+    await eventually(check, seconds, interval)

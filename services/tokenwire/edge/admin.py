@@ -12,6 +12,7 @@ logged and written to the journal with what it did: the audit trail.
 from __future__ import annotations
 
 import logging
+import re
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -32,7 +33,7 @@ async def create_key(request: web.Request) -> web.Response:
     request.app[appkeys.AUTH].check_admin(request)
     body = await read_json_object(request, request.app[appkeys.SETTINGS])
     try:
-        spec = KeySpec.model_validate(body)
+        spec = KeySpec.model_validate(body, strict=True)  # as handlers.read_job
     except ValidationError as exc:
         raise invalid("invalid_key_spec", "the key has invalid values", exc) from exc
     record, key = await request.app[appkeys.KEY_STORE].create(spec)
@@ -58,11 +59,13 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 # --- the console's API ----------------------------------------------------------------
 
+#: ASCII digits only, and few: ``str.isdigit`` takes "²", which ``int`` refuses.
+_LIMIT = re.compile(r"^[0-9]{1,6}$")
 
 
 def _limit(request: web.Request, default: int, most: int) -> int:
     raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= most:
         raise MalformedRequest("bad_limit", f"limit must be a whole number from 1 to {most}")
     return int(raw)
 

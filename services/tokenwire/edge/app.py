@@ -7,21 +7,26 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from tokenwire.apikeys import KeyStore
 from tokenwire.conversations import ConversationStore
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Authenticator, KeyCache, auth_problem
+from tokenwire.edge.broker import RedisBroker
 from tokenwire.edge.census import PROTOCOLS, ViewerCensus
+from tokenwire.edge.cluster_live import ClusterLiveSource
 from tokenwire.edge.connections import ConnectionLeases
-from tokenwire.edge.errors import WS_SERVICE_RESTART, error_middleware
+from tokenwire.edge.errors import error_middleware
+from tokenwire.edge.hub import Hub
 from tokenwire.edge.instrumentation import metrics_middleware, tracing_middleware
 from tokenwire.edge.keepalive import Heartbeat
+from tokenwire.edge.live import LiveSource
 from tokenwire.edge.metrics import EdgeMetrics
+from tokenwire.edge.redis_live import RedisLiveSource
 from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.routes import setup_routes
-from tokenwire.edge.source_hub import AnyHub, hub_for
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.jobqueue import queue_figures
 from tokenwire.journal import Journal
@@ -62,13 +67,23 @@ def create_app(settings: Settings, redis: RedisClient | None = None, *,
     return app
 
 
+def live_source_for(redis: RedisClient) -> LiveSource:
+    """The hub's live source for ``redis``'s mode: one pub/sub connection per
+    node that owns subscribed channels on a cluster, one pub/sub connection
+    otherwise (standalone, or the master Sentinel names). The hub above it,
+    and everything that delivers, is the same in every mode."""
+    if isinstance(redis, RedisCluster):
+        return ClusterLiveSource(redis)
+    return RedisLiveSource(redis)
+
+
 def _redis_context(shared: RedisClient | None):  # type: ignore[no-untyped-def]
     async def context(app: web.Application) -> AsyncIterator[None]:
         # Nothing here waits for Redis: the edge starts (unready) while it is down.
         settings = app[appkeys.SETTINGS]
         redis = shared if shared is not None else create_redis(
             settings, "tw-edge", settings.edge_redis_max_connections)
-        hub = hub_for(redis, settings.subscriber_queue_size)
+        hub = Hub(live_source_for(redis), settings.idle_resync_seconds)
         store = StreamStore(redis, settings)
         conversations = ConversationStore(redis, settings)
         viewers = ViewerReporter(store, settings.watch_touch_seconds)
@@ -101,6 +116,7 @@ def _redis_context(shared: RedisClient | None):  # type: ignore[no-untyped-def]
         app[appkeys.STORE] = store
         app[appkeys.CONVERSATIONS] = conversations
         app[appkeys.HUB] = hub
+        app[appkeys.BROKER] = RedisBroker(store, hub)
         app[appkeys.VIEWERS] = viewers
         app[appkeys.REDIS_WATCH] = watch
         app[appkeys.HEARTBEAT] = heartbeat
@@ -125,7 +141,7 @@ def _redis_context(shared: RedisClient | None):  # type: ignore[no-untyped-def]
     return context
 
 
-def _observe(app: web.Application, redis: RedisClient, hub: AnyHub, watch: RedisWatch, *,
+def _observe(app: web.Application, redis: RedisClient, hub: Hub, watch: RedisWatch, *,
              census: ViewerCensus, clock: RedisClock) -> None:
     """What operators see of this edge: metrics read at scrape time, the viewer
     census, Redis' clock, the journal."""
@@ -152,11 +168,4 @@ async def _drain(app: web.Application) -> None:
     """Stop live deliveries (``on_shutdown``): SSE responses end with a ``retry:``
     spread over the drain window, WebSockets close with 1012; clients resume
     on another edge."""
-    lifecycle = app[appkeys.LIFECYCLE]
-    lifecycle.draining = True
-    tasks = list(lifecycle.sse_tasks)
-    for task in tasks:
-        task.cancel()
-    closing = [ws.close(code=WS_SERVICE_RESTART, message=b"edge restarting, resume")
-               for ws in list(lifecycle.websockets)]
-    await asyncio.gather(*tasks, *closing, return_exceptions=True)
+    await app[appkeys.LIFECYCLE].drain(app[appkeys.SETTINGS].send_timeout_seconds)

@@ -41,15 +41,23 @@ class ViewerCensus:
     @contextlib.contextmanager
     def watching(self, stream_id: str, protocol: str) -> Iterator[None]:
         """One client receives ``stream_id`` over ``protocol`` for the block."""
-        self.viewers[stream_id] += 1
-        self.by_protocol[protocol] += 1
+        self.join(stream_id, protocol)
         try:
             yield
         finally:
-            self.by_protocol[protocol] -= 1
-            self.viewers[stream_id] -= 1
-            if self.viewers[stream_id] <= 0:
-                del self.viewers[stream_id]
+            self.leave(stream_id, protocol)
+
+    def join(self, stream_id: str, protocol: str) -> None:
+        """One client receives ``stream_id`` over ``protocol`` until ``leave``
+        (``watching``, without a generator per connection: see ``delivering``)."""
+        self.viewers[stream_id] += 1
+        self.by_protocol[protocol] += 1
+
+    def leave(self, stream_id: str, protocol: str) -> None:
+        self.by_protocol[protocol] -= 1
+        self.viewers[stream_id] -= 1
+        if self.viewers[stream_id] <= 0:
+            del self.viewers[stream_id]
 
     def connections(self) -> int:
         return sum(self.by_protocol.values())

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.delivering import delivering
 from tokenwire.edge.openai_shape import (
+    TEXT_CONTENT_SCHEMA,
+    accepted_beyond_fields,
     check_max_tokens,
     error_object,
     error_response,
@@ -41,12 +43,20 @@ from tokenwire.edge.source import open_events
 from tokenwire.edge.submit import new_job
 from tokenwire.errors import InvalidValue, MalformedRequest
 from tokenwire.events import Event
+from tokenwire.jobs import json_integer
 
 SUPPORTED = ("model", "messages", "stream", "stream_options", "max_tokens",
              "max_completion_tokens", "temperature", "user", "metadata")
 #: Parameters Tokenwire does not implement, accepted only with a value that changes nothing.
 NEUTRAL = {"n": 1, "logprobs": False, "store": False, "response_format": {"type": "text"}}
 ROLES = ("system", "developer", "user", "assistant")
+#: A message as ``_messages`` reads it, in JSON Schema (the OpenAPI document).
+_MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["role", "content"],
+    "properties": {"role": {"enum": list(ROLES)}, "content": TEXT_CONTENT_SCHEMA,
+                   "name": {"description": "Accepted and ignored."}},
+    "additionalProperties": {"type": "null", "description": "Anything else: refused unless null."},
+}
 
 
 class StreamOptions(BaseModel):
@@ -56,10 +66,12 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # the rest was checked by refuse_unknown
+    # The rest was checked by refuse_unknown; the messages are read by _messages.
+    model_config = ConfigDict(extra="ignore", json_schema_extra=accepted_beyond_fields(NEUTRAL))
 
     model: str = Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
-    messages: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    messages: list[Annotated[dict[str, Any], WithJsonSchema(_MESSAGE_SCHEMA)]] = Field(
+        min_length=1, max_length=1000)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
@@ -67,6 +79,9 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     user: str | None = Field(None, max_length=256)
     metadata: dict[str, str] | None = Field(None, max_length=16)
+
+    _json_integers = field_validator("max_tokens", "max_completion_tokens", mode="before")(
+        json_integer)
 
 
 @openai_errors

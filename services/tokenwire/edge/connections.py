@@ -11,9 +11,8 @@ nothing here: their record (cached) says so before any Redis call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from types import TracebackType
 
 from redis.exceptions import RedisError
 
@@ -39,28 +38,29 @@ class ConnectionLeases:
     async def close(self) -> None:
         await self._ticker.close()
 
-    @contextlib.asynccontextmanager
-    async def held(self, key_id: str | None) -> AsyncIterator[None]:
-        """One connection on a stream created by ``key_id``, for the block;
-        raises ``OverLimit`` (429) before it starts when the key has its maximum."""
+    def held(self, key_id: str | None) -> Lease:
+        """One connection on a stream created by ``key_id``, for the ``async
+        with`` block; raises ``OverLimit`` (429) before it starts when the key
+        has its maximum."""
+        return Lease(self, key_id)
+
+    async def _open(self, key_id: str | None) -> tuple[str, str] | None:
         record = await self._auth.key_record(key_id) if key_id is not None else None
         if key_id is None or record is None or record.max_connections is None:
-            yield
-            return
+            return None
         connection_id = await self._limiter.open_connection(key_id)
         if connection_id is None:
-            yield
-            return
+            return None
         lease = (key_id, connection_id)
         self._held.add(lease)
+        return lease
+
+    async def _close(self, lease: tuple[str, str]) -> None:
+        self._held.discard(lease)
         try:
-            yield
-        finally:
-            self._held.discard(lease)
-            try:
-                await self._limiter.close_connection(key_id, connection_id)
-            except (*TRANSPORT_ERRORS, RedisError) as exc:  # the lease expires by itself
-                log.warning("could not release a connection slot: %s", exc)
+            await self._limiter.close_connection(*lease)
+        except (*TRANSPORT_ERRORS, RedisError) as exc:  # the lease expires by itself
+            log.warning("could not release a connection slot: %s", exc)
 
     async def _refresh_every_interval(self) -> None:
         while self._ticker.running:
@@ -71,3 +71,24 @@ class ConnectionLeases:
                 await self._limiter.refresh_connections(list(self._held))
             except (*TRANSPORT_ERRORS, RedisError) as exc:  # next tick tries again
                 log.warning("could not refresh connection leases: %s", exc)
+
+
+class Lease:
+    """``ConnectionLeases.held``: a plain object, not a generator-based context
+    manager — every SSE connection holds one for its whole life, and an async
+    generator costs it ~0.5 KiB (its frame and the loop's weak reference)."""
+
+    __slots__ = ("_key_id", "_lease", "_leases")
+
+    def __init__(self, leases: ConnectionLeases, key_id: str | None) -> None:
+        self._leases, self._key_id = leases, key_id
+        self._lease: tuple[str, str] | None = None
+
+    async def __aenter__(self) -> None:
+        self._lease = await self._leases._open(self._key_id)
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            await self._leases._close(lease)

@@ -37,7 +37,7 @@ from tokenwire.edge.conversations import MessageRequest, conversation_id_of, opt
 from tokenwire.edge.cors import check_websocket_origin
 from tokenwire.edge.errors import WS_SLOW_CONSUMER, WS_TRY_AGAIN, WS_UNAUTHORIZED, status_of
 from tokenwire.edge.follower import StreamComplete
-from tokenwire.edge.handlers import check_limits, resume_position
+from tokenwire.edge.handlers import check_limits, require_websocket, resume_position
 from tokenwire.edge.source import open_events
 from tokenwire.edge.turns import cancel_turn, current, start_turn
 from tokenwire.errors import InvalidValue, TokenwireError, Unauthorized
@@ -54,8 +54,9 @@ async def conversation_websocket(request: web.Request) -> web.WebSocketResponse:
     principal = await app[appkeys.AUTH].principal(request)
     conversation_id = conversation_id_of(request)
     tenant = principal.tenant_for_conversation(conversation_id, "read")
-    conversation = await current(app, tenant, conversation_id)  # 404 before the upgrade
     position = resume_position(request, header=False)
+    require_websocket(request)  # before any Redis work
+    conversation = await current(app, tenant, conversation_id)  # 404 before the upgrade
     # An open socket is a delivery connection for all its life, idle or not:
     # counted against the conversation's key (429 before the upgrade when full).
     key_id = conversation.key_id or (principal.key.key_id if principal.key else None)
@@ -125,7 +126,7 @@ class _Session:
     async def _message(self, command: dict[str, Any]) -> None:
         fields = {k: v for k, v in command.items() if k != "type"}
         try:
-            message = MessageRequest.model_validate(fields)
+            message = MessageRequest.model_validate(fields, strict=True)
         except ValidationError as exc:
             raise InvalidValue("invalid_message", str(exc.errors()[0]["msg"])) from exc
         settings = self._app[appkeys.SETTINGS]

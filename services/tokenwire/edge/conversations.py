@@ -19,7 +19,7 @@ import secrets
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tokenwire import keys
 from tokenwire.edge import keys as appkeys
@@ -38,7 +38,7 @@ from tokenwire.edge.turns import (
     turn_grant,
 )
 from tokenwire.errors import ConversationNotFound, InvalidValue
-from tokenwire.jobs import JobOptions
+from tokenwire.jobs import JobOptions, json_integer
 
 ConversationScope = Literal["read", "write", "cancel"]
 ALL_SCOPES: list[ConversationScope] = ["read", "write", "cancel"]
@@ -56,6 +56,8 @@ class ConversationRequest(BaseModel):
     token_ttl_seconds: int | None = Field(None, ge=60)
     token_scopes: list[ConversationScope] = Field(default_factory=_all_scopes, min_length=1,
                                                   max_length=3)
+
+    _json_integers = field_validator("token_ttl_seconds", mode="before")(json_integer)
 
 
 class MessageRequest(JobOptions):
@@ -85,7 +87,7 @@ async def _validated(request: web.Request, model: type[BaseModel], code: str) ->
     settings = request.app[appkeys.SETTINGS]
     body = await read_json_object(request, settings)
     try:
-        return model.model_validate(body)
+        return model.model_validate(body, strict=True)  # as handlers.read_job
     except ValidationError as exc:
         raise invalid(code, "the request has invalid values", exc) from exc
 

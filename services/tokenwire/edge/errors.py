@@ -124,7 +124,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = _AIOHTTP_CODES.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason)
+        response = error_response(exc.status, code, exc.reason)
+        if "Allow" in exc.headers:  # a 405 must say which methods are (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except TRANSPORT_ERRORS as exc:
         log.warning("redis unavailable: %s", exc)
         request.app[appkeys.METRICS].redis_errors.inc()

@@ -1,42 +1,36 @@
-"""One client's events from a cursor: replay from the stream, then live from the hub.
+"""A stream opened for reading from a position: the checks before a response starts,
+and its events as an async iterator for the protocol adapters.
 
-The switch from replay to live cannot skip or repeat an event because the
-order is: subscribe (confirmed by Redis) → read the stream → de-duplicate live
-events by ``seq``. Any live event that does not continue the client's position
-exactly (a gap, another epoch, a lagged queue, a quiet spell) sends the
-follower back to the stream in Redis, the source of truth. Knows no HTTP.
+``Follower.open`` answers at once what cannot be followed: 404 (no such
+stream, or another tenant's), 410 (its record expired; the client holds a
+cursor), 204 (``StreamComplete``: the client has everything, or the stream
+ended and its events expired), or a transient ``StreamRebuilding`` when the
+record is missing but Redis came back (or restarted) within the rebuild grace —
+then the worker that holds its job may be rebuilding it. (The follower used
+to poll Redis for 5 s inside the request; 2,000 such requests cost 39,678
+Redis commands.)
 
-Positions (DESIGN.md "Resume: the cursor"): after ``E.n`` the client gets
-``n+1, n+2, …`` of epoch ``E``; when that is impossible, a ``reset`` and the
-current epoch from its start (its early events as one ``snapshot`` when they are
-no longer kept). ``reset`` carries ``<epoch>.0``: nothing of the new epoch seen.
-
-A stream whose record is missing is answered at once, never waited for in the
-request: as gone (404/410), unless Redis came back (or restarted) within the
-rebuild grace — then its worker may be rebuilding the record from the job it
-holds, and the answer is transient (``StreamRebuilding``: the client comes
-back). A record that vanishes under a follower ends the response
-(``RecordMissing``); the client's reconnect gets that same answer.
+SSE and WebSocket deliver an opened stream with a ``client_stream.ClientStream``
+(push: the hub writes live events to the socket). The adapters (OpenAI,
+AI SDK, conversations) pull: ``events()`` yields the events from the position
+to the terminal one, the same position machine behind it, with a bounded queue
+of live events between the hub and the consumer.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
-from tokenwire import events as ev
 from tokenwire.cursor import Cursor
-from tokenwire.edge.source_hub import AnyHub
+from tokenwire.edge.broker import Broker, LiveReader, catch_up
+from tokenwire.edge.position import Live, Position
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.errors import StreamGone, StreamNotFound, Unavailable
 from tokenwire.events import Event
-from tokenwire.store import StreamMeta, StreamStore
-
-log = logging.getLogger(__name__)
-
-PAGE_SIZE = 500
+from tokenwire.store import StreamMeta
 
 
 class StreamComplete(Exception):
@@ -58,58 +52,43 @@ class StreamRebuilding(Unavailable):
 
 
 class Follower:
+    """One stream, checked open for one client from its position."""
+
+    __slots__ = ("_cancel_after", "_cursor", "_queue_size", "_viewers", "_want_snapshot",
+                 "broker", "key_id", "stream_id")
+
     def __init__(
-        self,
-        store: StreamStore,
-        hub: AnyHub,
-        stream_id: str,
-        position: Cursor | None,
-        *,
-        idle_resync: float,
-        want_snapshot: bool = False,
-        viewers: ViewerReporter | None = None,
-        cancel_after: float = 0.0,
-        meta: StreamMeta | None = None,
+        self, broker: Broker, stream_id: str, position: Cursor | None, *,
+        want_snapshot: bool = False, viewers: ViewerReporter | None = None,
+        cancel_after: float = 0.0, key_id: str | None = None, queue_size: int = 1024,
     ) -> None:
         """``viewers``: report this client as watching (streams whose job
         cancels them ``cancel_after`` seconds after the last viewer left).
-        ``meta``: the stream record as just read, used by the first replay."""
-        self._store = store
-        self._hub = hub
+        ``queue_size``: live events ``events()`` holds for a slow consumer
+        before it lags and catches up from the stream."""
+        self.broker = broker
+        self.stream_id = stream_id
+        self._cursor = position
+        self._want_snapshot = want_snapshot
         self._viewers = viewers
         self._cancel_after = cancel_after
-        self.stream_id = stream_id
-        self.epoch = position.epoch if position else None
-        self.seq = position.seq if position else 0
-        # Jittered per follower, so thousands of idle clients do not re-check at once.
-        self._idle_resync = idle_resync * random.uniform(0.75, 1.25)
-        self._want_snapshot = want_snapshot
-        self.finished = False
-        # The live hot path (see ``send_live_to``); None: every event goes
-        # through ``events()``.
-        self._emit: Callable[[Event], bool] | None = None
-        self._taken_directly = 0
-        # One Redis round trip less per connect (a connect storm of thousands
-        # queues on the edge's few connections). Reading the record before
-        # subscribing is safe: the replay's own page read comes after the
-        # subscription, and a record older than that page is the normal case.
-        self._opening_meta = meta
+        self._queue_size = queue_size
         #: the API key that created the stream (its connection limit counts this client)
-        self.key_id = meta.key_id if meta is not None else None
+        self.key_id = key_id
 
     @classmethod
     async def open(
-        cls, store: StreamStore, hub: AnyHub, viewers: ViewerReporter, stream_id: str,
-        position: Cursor | None, *, idle_resync: float, want_snapshot: bool = False,
-        tenant: str | None = None,
-        redis_came_back: Callable[[], Awaitable[bool]] | None = None,
+        cls, broker: Broker, viewers: ViewerReporter | None, stream_id: str,
+        position: Cursor | None,
+        *, want_snapshot: bool = False, tenant: str | None = None,
+        redis_came_back: Callable[[], Awaitable[bool]] | None = None, queue_size: int = 1024,
     ) -> Follower:
         """Check that there is something to follow before a response starts:
         raises ``StreamNotFound`` (404), ``StreamGone`` (410), ``StreamComplete``
         (204), or ``StreamRebuilding`` (transient) when the record is missing
         and ``redis_came_back()`` says Redis came back within the rebuild grace.
         ``tenant``: a stream of another tenant is answered as if it did not exist."""
-        meta = _visible(await store.meta(stream_id), tenant)
+        meta = _visible(await broker.meta(stream_id), tenant)
         if meta is None:
             if redis_came_back is not None and await redis_came_back():
                 raise StreamRebuilding()
@@ -117,125 +96,74 @@ class Follower:
             raise StreamGone() if position else StreamNotFound()
         if meta.finished:
             at_end = position is not None and position == Cursor(meta.epoch or "", meta.last_seq)
-            if at_end or not await store.events_exist(stream_id):
+            if at_end or not (await broker.read(stream_id, 0, 1)).events:
                 raise StreamComplete()
-        return cls(store, hub, stream_id, position, idle_resync=idle_resync,
-                   want_snapshot=want_snapshot,
+        return cls(broker, stream_id, position, want_snapshot=want_snapshot,
                    viewers=viewers if meta.idle_cancel_ms is not None else None,
-                   cancel_after=(meta.idle_cancel_ms or 0) / 1000, meta=meta)
+                   cancel_after=(meta.idle_cancel_ms or 0) / 1000, key_id=meta.key_id,
+                   queue_size=queue_size)
 
-    def send_live_to(self, emit: Callable[[Event], bool]) -> None:
-        """While ``events()`` waits for live events, in-order ones are handed to
-        ``emit`` straight from the hub (it returns False when it has no room):
-        no task switch per event. Everything else — gaps, other epochs, a full
-        outbox — still goes through ``events()``."""
-        self._emit = emit
+    def position(self) -> Position:
+        """A fresh position machine at the client's cursor."""
+        return Position(self._cursor, want_snapshot=self._want_snapshot)
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Yield events until (and including) the terminal one (minus those
-        handed to ``send_live_to``'s callback)."""
-        # Not an AsyncExitStack: its deque costs ~760 bytes per idle connection.
-        watching = (contextlib.nullcontext() if self._viewers is None
-                    else self._viewers.watching(self.stream_id, self._cancel_after))
-        async with self._hub.subscribe(self.stream_id) as live, watching:
-            async for event in self._replay():
-                yield event
-            while not self.finished:
-                taken_before = self._taken_directly
-                if self._emit is not None:
-                    live.direct = self._take_live
-                try:
-                    incoming = await live.get(self._idle_resync)
-                finally:
-                    live.direct = None
-                if incoming is None and not live.lagged and self._taken_directly > taken_before:
-                    continue  # not quiet: events went the direct way
-                if incoming is not None and incoming.epoch == self.epoch:
-                    if incoming.seq <= self.seq:
-                        continue  # already sent during replay
-                    if incoming.seq == self.seq + 1:
-                        yield self._advance(incoming)
-                        continue
-                if incoming is None:
-                    live.recover()
-                async for event in self._replay():
-                    yield event
+    def watching(self) -> AbstractAsyncContextManager[None] | None:
+        """What to hold while delivering: the viewer report, for streams whose
+        job cancels them once nobody watches (None for the others)."""
+        if self._viewers is None:
+            return None
+        return self._viewers.watching(self.stream_id, self._cancel_after)
 
-    def _take_live(self, event: Event) -> bool:
-        """The hot path, called by the hub while ``events()`` waits."""
-        if event.epoch != self.epoch or self.finished:
-            return False
-        if event.seq <= self.seq:
-            return True  # already sent
-        if event.seq != self.seq + 1 or self._emit is None or not self._emit(event):
-            return False
-        self._advance(event)
-        self._taken_directly += 1
-        return True
-
-    def _advance(self, event: Event) -> Event:
-        self.epoch, self.seq = event.epoch, event.seq
-        self.finished = event.is_terminal
-        return event
-
-    async def _replay(self) -> AsyncIterator[Event]:
-        """Bring the client level with Redis."""
-        meta, self._opening_meta = self._opening_meta, None
-        if meta is None:
-            meta = await self._store.meta(self.stream_id)
-        if meta is None:
-            raise RecordMissing()
-        if meta.epoch is None:
-            return  # queued: its start comes live
-        if self.epoch is not None and (self.epoch != meta.epoch or self.seq > meta.last_seq):
-            reason = "new_attempt" if self.epoch != meta.epoch else "cursor_ahead"
-            yield self._reset(meta.epoch, reason)
-        self.epoch = meta.epoch
-        if self._want_snapshot and self.seq == 0:
-            self._want_snapshot = False
-            async for event in self._snapshot():
-                yield event
-        while not self.finished:
-            page = await self._store.read_events(self.stream_id, self.seq, PAGE_SIZE)
-            if page and page[0].epoch != self.epoch:
-                # A new attempt began after we read meta: start over from it.
-                yield self._reset(page[0].epoch, "new_attempt")
-                continue
-            if (page and page[0].seq != self.seq + 1) or (not page and self.seq < meta.last_seq):
-                if not page and meta.finished:
-                    self.finished = True  # history expired: a reconnect gets 204
+    async def events(self) -> AsyncGenerator[Event, None]:
+        """The events from the position to (and including) the terminal one.
+        Raises ``RecordMissing`` when the record vanishes, and a Redis
+        transport error when Redis fails (the caller ends its response; the
+        client resumes from its cursor)."""
+        position = self.position()
+        feed = _Feed(position, self._queue_size)
+        watching = self.watching() or contextlib.nullcontext()
+        async with self.broker.subscribe(self.stream_id, feed), watching:
+            while True:
+                while feed.queue:  # sent live before any read made now: they come first
+                    yield feed.queue.popleft()
+                read = position.next_read()
+                if read is not None:
+                    for event in await catch_up(self.broker, self.stream_id, position, read):
+                        yield event
+                    if position.missing:
+                        raise RecordMissing()
+                elif position.finished:
                     return
-                if self.seq > 0:
-                    yield self._reset(self.epoch, "history_trimmed")
-                async for event in self._snapshot():
-                    yield event
-                continue
-            for event in page:
-                yield self._advance(event)
-                if self.finished:
-                    return
-            if len(page) < PAGE_SIZE:
-                return
+                else:
+                    await feed.wait()
 
-    async def _snapshot(self) -> AsyncIterator[Event]:
-        """The epoch's text so far as one event, consistent with its cursor."""
-        snap = await self._store.snapshot(self.stream_id)
-        if snap is None:
-            raise RecordMissing()
-        if snap.meta.epoch is None:
+
+class _Feed(LiveReader):
+    """The hub's subscriber for ``Follower.events``: in-order live events wait
+    in a bounded queue for the consumer; when it is full the position lags
+    (a read catches up once the consumer has taken what is queued)."""
+
+    __slots__ = ("_queue_size", "queue")
+
+    def __init__(self, position: Position, queue_size: int) -> None:
+        super().__init__(position)
+        self._queue_size = queue_size
+        self.queue: deque[Event] = deque()
+
+    def on_event(self, event: Event) -> None:
+        if len(self.queue) >= self._queue_size:
+            if self._position.gap():
+                self._wake()
             return
-        if snap.meta.epoch != self.epoch:
-            yield self._reset(snap.meta.epoch, "new_attempt")
-        # A finished stream's terminal event carries no text: leave it to the replay.
-        seq = snap.meta.last_seq - 1 if snap.meta.finished else snap.meta.last_seq
-        self.seq = seq
-        yield ev.snapshot(snap.meta.epoch, seq, snap.text)
+        verdict = self._position.live(event)
+        if verdict is Live.SEND:
+            self.queue.append(event)
+            self._wake()
+        elif verdict is Live.RESYNC:
+            self._wake()
 
-    def _reset(self, epoch: str, reason: str) -> Event:
-        log.info("reset %s", reason, extra={"stream_id": self.stream_id})
-        self.epoch, self.seq = epoch, 0
-        return ev.reset(epoch, reason)
-
+    async def wait(self) -> None:
+        await self._wait()
 
 
 def _visible(meta: StreamMeta | None, tenant: str | None) -> StreamMeta | None:

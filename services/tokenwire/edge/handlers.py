@@ -51,11 +51,12 @@ def stream_id_of(request: web.Request) -> str:
 
 
 def resume_position(request: web.Request, *, header: bool) -> Cursor | None:
-    """The header wins over the query parameter (EventSource sends the header)."""
-    raw = request.headers.get("Last-Event-ID") if header else None
-    if raw is None:
-        raw = request.query.get("last_event_id")
-    return Cursor.parse_optional(raw)
+    """The header wins over the query parameter (EventSource sends the header);
+    an empty header is no header. A malformed cursor in either is a 400, even
+    where the other one wins."""
+    from_query = Cursor.parse_optional(request.query.get("last_event_id"))
+    from_header = Cursor.parse_optional(request.headers.get("Last-Event-ID")) if header else None
+    return from_header or from_query
 
 
 def invalid(code: str, message: str, exc: ValidationError) -> InvalidValue:
@@ -69,7 +70,10 @@ async def read_job(request: web.Request, settings: Settings) -> tuple[JobRequest
     """Parse and validate a job body; returns it and its fingerprint."""
     body = await read_json_object(request, settings)
     try:
-        job_request = JobRequest.model_validate(body)
+        # Strict: no "5" for an integer, no true for 1 — what the OpenAPI
+        # document says a value is, it must be (the model itself stays lax
+        # for code that builds it).
+        job_request = JobRequest.model_validate(body, strict=True)
         canonical = dumps(job_request.model_dump(mode="json")).encode()
     except ValidationError as exc:
         raise invalid("invalid_job", "the job has invalid values", exc) from exc
@@ -84,6 +88,13 @@ def check_limits(options: JobOptions, settings: Settings, code: str) -> None:
     ttl = options.token_ttl_seconds
     if ttl is not None and ttl > settings.token_max_ttl_seconds:
         raise InvalidValue(code, f"token_ttl_seconds must be <= {settings.token_max_ttl_seconds}")
+
+
+def require_websocket(request: web.Request) -> None:
+    """A plain request to a WebSocket URL is 400 ``websocket_required``."""
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        raise MalformedRequest("websocket_required",
+                               "this URL needs a WebSocket handshake (Upgrade: websocket)")
 
 
 def idempotency_key_of(request: web.Request) -> str | None:
@@ -177,6 +188,7 @@ async def stream_websocket(request: web.Request) -> web.StreamResponse:
     stream_id = stream_id_of(request)
     tenant = principal.tenant_for(stream_id, "read")
     position = resume_position(request, header=False)
+    require_websocket(request)  # before any Redis work
     try:
         follower: Follower | None = await follower_for(request, stream_id, position, tenant=tenant)
     except StreamComplete:
@@ -241,9 +253,9 @@ async def follower_for(
 
     try:
         return await Follower.open(
-            app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, position,
-            idle_resync=settings.idle_resync_seconds, want_snapshot=want_snapshot,
-            tenant=tenant, redis_came_back=redis_came_back,
+            app[appkeys.BROKER], app[appkeys.VIEWERS], stream_id, position,
+            want_snapshot=want_snapshot, tenant=tenant, redis_came_back=redis_came_back,
+            queue_size=settings.subscriber_queue_size,
         )
     except (StreamComplete, StreamGone) as exc:  # a resume answered before any delivery
         if position is not None:

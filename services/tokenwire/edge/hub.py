@@ -1,77 +1,87 @@
-"""One hub per edge process: reads each live stream from Redis once, fans it out.
+"""One hub per edge process: local subscriptions over one live source, and fan-out.
 
-The append script publishes every event on the stream's sharded channel
-(``SPUBLISH``) in the same atomic step as its ``XADD``. The hub holds one
-pub/sub connection, subscribes a channel when its first local subscriber
-arrives and unsubscribes when the last leaves, and hands each message to every
-local subscriber's bounded queue. The hub knows no HTTP. A malformed live
-message is logged and skipped: subscribers then see a gap and re-read Redis.
+The hub holds who, in this process, follows which stream; the live source
+underneath (``live.LiveSource``: one pub/sub connection standalone, one per
+node on a cluster) holds the connections to Redis. The hub asks the source for
+a stream's channel when its first local subscriber arrives and gives it up
+when the last leaves, parses each live message once, and hands the event to
+every local subscriber synchronously, from the source's reader. It knows no
+HTTP and no Redis.
 
-A subscriber whose queue overflows is marked ``lagged`` and stops receiving
-live events; its reader falls back to the stream in Redis, which is the source
-of truth, so nothing is lost. After a pub/sub reconnect every subscriber is
-marked lagged too, because messages published meanwhile are gone.
+What the hub fixed in issue #10 and keeps:
+
+- no subscription outlives its subscriber: who subscribes to what is local
+  state, changed without an ``await`` on entry and in the ``finally`` of the
+  subscription, so a subscriber cancelled anywhere (waiting for the
+  confirmation, reading, leaving) is always removed; one commander task brings
+  the source in line (one call at a time), never cancelled by a subscriber;
+- a malformed live message is logged and skipped — its subscribers get a gap
+  signal and re-read the stream, which is the truth — never fatal; one
+  subscriber's failure cannot starve the others;
+- the commander runs supervised (a failure is logged and it restarts).
+
+Gap signals from the source reach every subscriber of the channels they name.
+The hub also sends one to the subscribers of a stream that has been quiet for
+``idle_resync`` seconds (jittered, spread over time): a safety net behind the
+source's promise, at the cost of one read per quiet stream and period.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import Collection
+from types import TracebackType
+from typing import Protocol
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tokenwire import keys
-from tokenwire.edge.subscription import Subscription
+from tokenwire.edge.live import LiveSource
 from tokenwire.events import Event
 from tokenwire.redis_client import TRANSPORT_ERRORS
 from tokenwire.supervision import start_supervised
 
 log = logging.getLogger(__name__)
 
-#: How long a new subscriber waits for Redis to confirm its subscription.
+#: How long a new subscriber waits for its channel to be confirmed.
 CONFIRM_TIMEOUT = 10.0
+#: Idle checks per ``idle_resync`` period: quiet streams are re-read in slices.
+IDLE_SLICES = 8
+
+
+class LiveSubscriber(Protocol):
+    """One reader of one stream's live events. Both methods are called
+    synchronously from the hub's dispatch (the hot path: no blocking, no
+    awaiting), and must not subscribe or unsubscribe anything themselves."""
+
+    def on_event(self, event: Event) -> None:
+        """An event appended to the stream (in order; duplicates are possible)."""
+
+    def on_gap(self) -> None:
+        """Events may have been missed: read the stream before trusting live ones."""
 
 
 class Hub:
-    """Local subscribers per stream, and the Redis subscriptions that feed them.
+    """Local subscribers per live channel, over one live source (see the module docstring)."""
 
-    Who subscribes to what is local state, changed synchronously (no await) by
-    ``subscribe`` and its ``finally``: a subscriber cancelled at any point —
-    while waiting for Redis to confirm, while reading, while leaving — is
-    always removed. One commander task brings Redis in line with that state
-    (``SSUBSCRIBE``/``SUNSUBSCRIBE`` for the streams that changed), one command
-    at a time, and is never cancelled by a subscriber; one listener task reads
-    the pub/sub connection. Both run supervised: an unexpected error is logged
-    and the task restarts.
-    """
-
-    def __init__(self, redis: Redis, queue_size: int) -> None:
-        self._redis = redis
-        self._queue_size = queue_size
-        self._pubsub: PubSub = redis.pubsub()
-        self._subscribers: dict[str, set[Subscription]] = {}
-        # Streams whose Redis subscription may be out of line with _subscribers.
+    def __init__(self, source: LiveSource, idle_resync: float = 30.0) -> None:
+        self._source = source
+        self._idle_resync = idle_resync
+        self._subscribers: dict[str, set[LiveSubscriber]] = {}  # by channel
+        # Channels whose subscription in the source may be out of line.
         self._dirty: set[str] = set()
         self._changed = asyncio.Event()
-        # Changed only by the commander: streams SSUBSCRIBE'd (and not since
-        # SUNSUBSCRIBE'd), and per stream the confirmations Redis still owes.
-        self._subscribed: set[str] = set()
-        self._unconfirmed: dict[str, int] = {}
-        # Subscribers waiting for a stream's subscription to be confirmed.
+        # Changed only by the commander: channels asked of the source (and not
+        # since given up), and those of them it confirmed.
+        self._requested: set[str] = set()
+        self._active: set[str] = set()
+        # Subscribers waiting for a channel's confirmation.
         self._confirmations: dict[str, asyncio.Future[None]] = {}
-        self._connected = asyncio.Event()  # once connected, for good
-        # False from a lost pub/sub connection until it reconnects: new
-        # subscribers fail at once (a transient error) instead of waiting.
-        self._healthy = False
-        self._has_channels = asyncio.Event()
+        # Channels that had a message since their last idle check, per slice.
+        self._heard: list[set[str]] = [set() for _ in range(IDLE_SLICES)]
         self._tasks: list[asyncio.Task[None]] = []
-        # Loops check this as well as being cancelled: on Python 3.11 a cancel
-        # that races with a timeout inside redis-py can be swallowed.
         self._closing = False
         self.messages_received = 0
         self.malformed_messages = 0
@@ -87,217 +97,189 @@ class Hub:
 
     @property
     def redis_channels(self) -> int:
-        """Channels this hub has asked Redis for (and not since given up)."""
-        return len(self._subscribed)
+        """Channels this hub has asked the source for (and not since given up)."""
+        return len(self._requested)
 
     @property
     def connected(self) -> bool:
-        """Connected, and the pub/sub connection is up now."""
-        return self._healthy
+        return self._source.connected
 
     def start(self) -> None:
-        """Start the listener (which connects, retrying while Redis is down) and
-        the commander. Returns at once: an edge starts whether or not Redis is up."""
-        self._tasks = [start_supervised("hub-listener", self._listen),
-                       start_supervised("hub-commander", self._command)]
+        """Start the source (which connects in the background) and the
+        commander; returns at once: an edge starts whether or not Redis is up."""
+        self._source.start(self)
+        self._tasks = [start_supervised("hub-commander", self._command),
+                       start_supervised("hub-idle-resync", self._resync_quiet_streams)]
 
     async def wait_connected(self) -> None:
-        await self._connected.wait()
+        await self._source.wait_connected()
 
     async def close(self) -> None:
         self._closing = True
         self._changed.set()
-        self._has_channels.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._source.close()
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, stream_id: str) -> AsyncIterator[Subscription]:
-        """Subscribe to a stream's live events; the subscription is active (Redis
-        confirmed it) when this yields, so a read of the stream made afterwards
-        cannot miss an event published in between. Raises a transport error
-        when Redis does not confirm in time."""
-        if not self._healthy:
-            raise RedisConnectionError("the hub's pub/sub connection is down")
-        subscription = Subscription(stream_id, self._queue_size)
-        local = self._subscribers.get(stream_id)
+    def subscribe(self, stream_id: str, subscriber: LiveSubscriber) -> Subscription:
+        """An async context manager: ``subscriber`` gets the stream's live
+        events for the block (see ``broker.Broker.subscribe``)."""
+        return Subscription(self, keys.live_channel(stream_id), subscriber)
+
+    # --- local state (no await) ------------------------------------------------------
+
+    def _add(self, channel: str, subscriber: LiveSubscriber) -> None:
+        if not self._source.connected:
+            raise RedisConnectionError("the hub's live connection is down")
+        local = self._subscribers.get(channel)
         if local is None:
-            local = self._subscribers[stream_id] = set()
-            self._mark_dirty(stream_id)
-        local.add(subscription)
-        try:
-            await self._confirmed(stream_id)
-            yield subscription
-        finally:
-            # No await before this point of the cleanup: it always runs whole.
-            local.discard(subscription)
-            if not local and self._subscribers.get(stream_id) is local:
-                del self._subscribers[stream_id]
-                self._confirmations.pop(stream_id, None)  # its waiters were all local
-                self._mark_dirty(stream_id)
+            local = self._subscribers[channel] = set()
+            self._mark_dirty(channel)
+        local.add(subscriber)
 
-    async def _confirmed(self, stream_id: str) -> None:
-        if stream_id in self._subscribed and stream_id not in self._unconfirmed:
-            return  # already active in Redis
-        future = self._confirmations.get(stream_id)
+    def _remove(self, channel: str, subscriber: LiveSubscriber) -> None:
+        local = self._subscribers.get(channel)
+        if local is None:
+            return
+        local.discard(subscriber)
+        if not local:
+            del self._subscribers[channel]
+            self._confirmations.pop(channel, None)  # its waiters were all local
+            self._mark_dirty(channel)
+
+    async def _confirmed(self, channel: str) -> None:
+        if channel in self._active:
+            return
+        future = self._confirmations.get(channel)
         if future is None:
-            future = self._confirmations[stream_id] = asyncio.get_running_loop().create_future()
+            future = self._confirmations[channel] = asyncio.get_running_loop().create_future()
         async with asyncio.timeout(CONFIRM_TIMEOUT):
             # Shielded: one waiter's cancellation must not cancel the others' future.
             await asyncio.shield(future)
 
-    def _mark_dirty(self, stream_id: str) -> None:
-        self._dirty.add(stream_id)
+    def _mark_dirty(self, channel: str) -> None:
+        self._dirty.add(channel)
         self._changed.set()
 
-    # --- the commander: Redis follows the local subscribers ----------------------
+    # --- the commander: the source follows the local subscribers ----------------------
 
     async def _command(self) -> None:
         failing = False
         while not self._closing:
             await self._changed.wait()
             self._changed.clear()
-            await self._connected.wait()
             if self._closing:
                 return
             dirty, self._dirty = self._dirty, set()
-            drop = [s for s in dirty if s not in self._subscribers and s in self._subscribed]
-            add = [s for s in dirty if s in self._subscribers and s not in self._subscribed]
+            drop = [c for c in dirty if c not in self._subscribers and c in self._requested]
+            add = [c for c in dirty if c in self._subscribers and c not in self._active]
+            if drop:
+                self._requested.difference_update(drop)
+                self._active.difference_update(drop)
+                await self._source.unsubscribe(drop)
+            if not add:
+                continue
+            self._requested.update(add)
             try:
-                await self._unsubscribe(drop)
-                await self._subscribe(add)
-                failing = False
-            except TRANSPORT_ERRORS as exc:
+                await self._source.subscribe(add)
+            except TRANSPORT_ERRORS as exc:  # still wanted by the source: retry soon
                 if not failing:  # once per outage, not every half second
-                    log.warning("hub (un)subscribe failed, will retry: %s", exc)
+                    log.warning("hub subscribe failed, will retry: %s", exc)
                 failing = True
-                self._dirty |= dirty
+                self._dirty.update(add)
                 self._changed.set()
                 await asyncio.sleep(0.5)
-
-    async def _unsubscribe(self, drop: list[str]) -> None:
-        if not drop:
-            return
-        self._subscribed.difference_update(drop)
-        try:
-            await self._pubsub.sunsubscribe(*map(keys.live_channel, drop))
-        except BaseException:
-            # redis-py still counts them, and resubscribes them on reconnect.
-            self._subscribed.update(drop)
-            raise
-
-    async def _subscribe(self, add: list[str]) -> None:
-        if not add:
-            return
-        # Recorded before sending: the listener may read a confirmation before
-        # the send returns.
-        self._subscribed.update(add)
-        for stream_id in add:
-            self._unconfirmed[stream_id] = self._unconfirmed.get(stream_id, 0) + 1
-        self._has_channels.set()
-        try:
-            await self._pubsub.ssubscribe(*map(keys.live_channel, add))
-        except BaseException:
-            self._subscribed.difference_update(add)
-            for stream_id in add:
-                self._confirmed_once(stream_id)  # none will come for this send
-            raise
-
-    def _confirmed_once(self, stream_id: str) -> None:
-        """One confirmation arrived (or will never come); wake the waiters when
-        none is owed any more."""
-        owed = self._unconfirmed.get(stream_id, 0) - 1
-        if owed > 0:
-            self._unconfirmed[stream_id] = owed
-            return
-        self._unconfirmed.pop(stream_id, None)
-        if stream_id in self._subscribed:
-            future = self._confirmations.pop(stream_id, None)
-            if future is not None and not future.done():
-                future.set_result(None)
-
-    # --- the listener -------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        await self._reconnect()
-        while not self._closing:
-            await self._has_channels.wait()
-            try:
-                # Blocking read: no timer per message (the hot path); close() cancels it.
-                message = await self._pubsub.get_message(timeout=None)
-            except TRANSPORT_ERRORS as exc:
-                log.warning("hub lost its pub/sub connection: %s", exc)
-                self._healthy = False
-                self._lag_everyone()
-                if self._pubsub.connection is not None:  # connect() anew, not "still up"
-                    await self._pubsub.connection.disconnect()
-                await self._reconnect()
                 continue
-            if message is not None and not self._closing:
-                self._dispatch(message)
+            failing = False
+            for channel in add:
+                if channel in self._requested:  # not given up meanwhile
+                    self._active.add(channel)
+                    future = self._confirmations.pop(channel, None)
+                    if future is not None and not future.done():
+                        future.set_result(None)
 
-    async def _reconnect(self) -> None:
-        """(Re)connect the pub/sub connection, retrying while Redis is down;
-        redis-py resubscribes its channels on connect."""
-        failures = 0
-        while not self._closing:
-            try:
-                await self._pubsub.connect()  # type: ignore[no-untyped-call]
-            except TRANSPORT_ERRORS as exc:
-                if failures == 0:
-                    log.warning("hub cannot reach Redis: %s", exc)
-                failures += 1
-                await asyncio.sleep(random.uniform(0.25, 0.75))
-                continue
-            if failures:
-                log.info("hub reconnected")
-            self._healthy = True
-            self._connected.set()
-            return
+    # --- the source's listener ----------------------------------------------------------
 
-    def _dispatch(self, message: dict[str, object]) -> None:
-        kind = message["type"]
-        if kind == "ssubscribe":
-            stream_id = _stream_of(str(message["channel"]))
-            if stream_id is not None:
-                self._confirmed_once(stream_id)
-            return
-        if kind != "smessage":
-            return
+    def on_live_message(self, channel: str, payload: str) -> None:
         self.messages_received += 1
-        channel, data = str(message["channel"]), str(message["data"])
-        stream_id = _stream_of(channel)
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return
+        self._heard[hash(channel) % IDLE_SLICES].add(channel)
         try:
-            if stream_id is None:
-                raise ValueError("not a stream channel")
-            event = Event.from_live_message(data)
+            event = Event.from_live_message(payload)
         except ValueError as exc:  # never fatal: the stream in Redis stays the truth
             self.malformed_messages += 1
-            log.warning("malformed live message skipped on %s: %s (%.80r)", channel, exc, data,
-                        extra={"stream_id": stream_id})
+            log.warning("malformed live message skipped on %s: %s (%.80r)", channel, exc,
+                        payload, extra={"stream_id": _stream_of(channel)})
+            self._gap(channel, subscribers)
             return
-        for subscription in self._subscribers.get(stream_id, ()):
+        for subscriber in subscribers:
             try:
-                subscription.deliver(event)
+                subscriber.on_event(event)
             except Exception:  # one subscriber's failure must not starve the others
-                log.exception("live delivery failed; the subscriber re-reads Redis",
-                              extra={"stream_id": stream_id})
-                subscription.mark_lagged()
+                log.exception("live delivery failed; the subscriber re-reads the stream",
+                              extra={"stream_id": _stream_of(channel)})
+                _signal_gap(subscriber)
 
-    def _lag_everyone(self) -> None:
-        """The connection dropped: live messages were lost meanwhile. On
-        reconnect redis-py resubscribes every channel it holds, one
-        confirmation each."""
-        self._unconfirmed = {s: 1 for s in self._unconfirmed if s in self._subscribed}
-        for local in self._subscribers.values():
-            for subscription in local:
-                subscription.mark_lagged()
+    def on_live_gap(self, channels: Collection[str] | None) -> None:
+        for channel in list(self._subscribers) if channels is None else channels:
+            subscribers = self._subscribers.get(channel)
+            if subscribers:
+                self._gap(channel, subscribers)
+
+    def _gap(self, channel: str, subscribers: set[LiveSubscriber]) -> None:
+        for subscriber in subscribers:
+            _signal_gap(subscriber)
+
+    # --- the idle resync -------------------------------------------------------------------
+
+    async def _resync_quiet_streams(self) -> None:
+        """Every ``idle_resync`` seconds (±25 %), each stream that had no live
+        message meanwhile gets a gap signal: its subscribers re-read it. One
+        slice of the streams per tick, so the reads are spread over time."""
+        index = 0
+        while not self._closing:
+            await asyncio.sleep(self._idle_resync / IDLE_SLICES * random.uniform(0.75, 1.25))
+            index = (index + 1) % IDLE_SLICES
+            heard, self._heard[index] = self._heard[index], set()
+            for channel, subscribers in list(self._subscribers.items()):
+                if hash(channel) % IDLE_SLICES == index and channel not in heard:
+                    self._gap(channel, subscribers)
+
+
+class Subscription:
+    """``Hub.subscribe``'s context manager: added on entry (then confirmed),
+    removed on exit, each without an ``await`` before the change."""
+
+    __slots__ = ("_channel", "_hub", "_subscriber")
+
+    def __init__(self, hub: Hub, channel: str, subscriber: LiveSubscriber) -> None:
+        self._hub, self._channel, self._subscriber = hub, channel, subscriber
+
+    async def __aenter__(self) -> None:
+        self._hub._add(self._channel, self._subscriber)
+        try:
+            await self._hub._confirmed(self._channel)
+        except BaseException:
+            self._hub._remove(self._channel, self._subscriber)
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        self._hub._remove(self._channel, self._subscriber)
+
+
+def _signal_gap(subscriber: LiveSubscriber) -> None:
+    try:
+        subscriber.on_gap()
+    except Exception:  # a bug in one subscriber: log it, deliver to the others
+        log.exception("a live subscriber failed on a gap signal")
 
 
 def _stream_of(channel: str) -> str | None:
-    """The stream id in a live channel's name (``tw:{<id>}:live``)."""
+    """The stream id in a live channel's name (``tw:{<id>}:live``), for logs."""
     _, brace, rest = channel.partition("{")
     stream_id, closing, _ = rest.partition("}")
     return stream_id if brace and closing and stream_id else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 
 from aiohttp import web
@@ -10,12 +11,15 @@ from aiohttp import web
 from tokenwire.apikeys import KeyStore
 from tokenwire.conversations import ConversationStore
 from tokenwire.edge.auth import Authenticator
+from tokenwire.edge.broker import Broker
 from tokenwire.edge.census import ViewerCensus
+from tokenwire.edge.client_stream import ClientStream, Disconnect
 from tokenwire.edge.connections import ConnectionLeases
+from tokenwire.edge.errors import WS_SERVICE_RESTART
+from tokenwire.edge.hub import Hub
 from tokenwire.edge.keepalive import Heartbeat
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.redis_watch import RedisWatch
-from tokenwire.edge.source_hub import AnyHub
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.journal import Journal
 from tokenwire.limits import KeyLimiter
@@ -28,7 +32,8 @@ from tokenwire.tracing import Tracing
 SETTINGS = web.AppKey("settings", Settings)
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 STORE = web.AppKey("store", StreamStore)
-HUB: web.AppKey[AnyHub] = web.AppKey("hub")
+HUB = web.AppKey("hub", Hub)
+BROKER: web.AppKey[Broker] = web.AppKey("broker")
 METRICS = web.AppKey("metrics", EdgeMetrics)
 VIEWERS = web.AppKey("viewers", ViewerReporter)
 AUTH = web.AppKey("auth", Authenticator)
@@ -46,12 +51,40 @@ JOURNAL = web.AppKey("journal", Journal)
 
 
 class Lifecycle:
-    """Whether the edge is draining, and the live deliveries to stop when it does."""
+    """Whether the edge is draining, and the live deliveries to stop when it does:
+    every SSE/WebSocket ``ClientStream``, and the conversation WebSockets."""
 
     def __init__(self) -> None:
         self.draining = False
-        self.sse_tasks: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
+        self.clients: set[ClientStream] = set()
         self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._all_left: asyncio.Event | None = None  # made by ``drain``
+
+    def join(self, client: ClientStream) -> None:
+        self.clients.add(client)
+
+    def leave(self, client: ClientStream) -> None:
+        self.clients.discard(client)
+        if not self.clients and self._all_left is not None:
+            self._all_left.set()
+
+    async def drain(self, wait_at_most: float) -> None:
+        """Mark the edge draining and end every live delivery: each client
+        stream ends with ``DRAINING`` (its transport says so), conversation
+        WebSockets close with 1012; waits (up to ``wait_at_most`` seconds)
+        until they have."""
+        self.draining = True
+        self._all_left = asyncio.Event()
+        if not self.clients:
+            self._all_left.set()
+        for client in list(self.clients):
+            client.close(Disconnect.DRAINING)
+        closing = [ws.close(code=WS_SERVICE_RESTART, message=b"edge restarting, resume")
+                   for ws in list(self.websockets)]
+        await asyncio.gather(*closing, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_at_most):
+                await self._all_left.wait()
 
 
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

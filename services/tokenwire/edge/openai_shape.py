@@ -38,6 +38,15 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Parsed = TypeVar("Parsed", bound=BaseModel)
 
+#: A message's content as ``text_of`` reads it, in JSON Schema (the OpenAPI document).
+TEXT_CONTENT_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string"},
+    {"type": "array", "items": {
+        "type": "object", "required": ["type", "text"],
+        "properties": {"type": {"enum": ["text", "input_text", "output_text"]},
+                       "text": {"type": "string"}}}},
+]}
+
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 408: "timeout_error", 409: "conflict_error",
           413: "invalid_request_error", 415: "invalid_request_error",
@@ -96,6 +105,22 @@ class Unsupported(InvalidValue):
         self.param = param
 
 
+def accepted_beyond_fields(neutral: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """``json_schema_extra`` of a request model read by ``read_request``: what
+    ``refuse_unknown`` lets through besides the model's own fields — each
+    parameter of ``neutral`` with its neutral value, any other one as null."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        for name, value in neutral.items():
+            schema["properties"][name] = {
+                "anyOf": [{"const": value}, {"type": "null"}],
+                "description": "Not implemented by Tokenwire: accepted with this value only."}
+        schema["additionalProperties"] = {
+            "type": "null", "description": "Any other parameter: refused unless null."}
+
+    return extra
+
+
 def refuse_unknown(body: dict[str, Any], supported: Iterable[str],
                    neutral: dict[str, Any] | None = None) -> None:
     """Refuse every field of ``body`` outside ``supported``, unless it has its
@@ -104,9 +129,22 @@ def refuse_unknown(body: dict[str, Any], supported: Iterable[str],
     for name, value in body.items():
         if name in allowed or value is None:
             continue
-        if neutral is not None and name in neutral and value == neutral[name]:
+        if neutral is not None and name in neutral and _same_json(value, neutral[name]):
             continue
         raise Unsupported(name)
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: ``false`` is not ``0`` (as it is to Python), ``1.0`` is ``1``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same_json, a, b))
+    return type(a) is type(b) and bool(a == b)
 
 
 async def read_request(request: web.Request, model: type[Parsed], supported: Iterable[str],
@@ -116,7 +154,7 @@ async def read_request(request: web.Request, model: type[Parsed], supported: Ite
     body = await read_json_object(request, request.app[appkeys.SETTINGS])
     refuse_unknown(body, supported, neutral)
     try:
-        return body, model.model_validate(body)
+        return body, model.model_validate(body, strict=True)  # as handlers.read_job
     except ValidationError as exc:
         raise invalid_request(exc) from exc
 

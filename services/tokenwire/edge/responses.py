@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from tokenwire import keys
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.delivering import delivering
 from tokenwire.edge.follower import StreamComplete
 from tokenwire.edge.openai_shape import (
+    TEXT_CONTENT_SCHEMA,
+    accepted_beyond_fields,
     check_max_tokens,
     openai_errors,
     read_request,
@@ -47,6 +50,7 @@ from tokenwire.edge.response_events import (
 from tokenwire.edge.source import open_events
 from tokenwire.edge.submit import cancel, new_job
 from tokenwire.errors import InvalidValue, MalformedRequest, StreamNotFound
+from tokenwire.jobs import json_integer
 from tokenwire.store import Snapshot
 
 SUPPORTED = ("model", "input", "instructions", "background", "stream", "max_output_tokens",
@@ -55,13 +59,24 @@ SUPPORTED = ("model", "input", "instructions", "background", "stream", "max_outp
 NEUTRAL = {"store": True, "text": {"format": {"type": "text"}}, "truncation": "disabled",
            "tools": [], "tool_choice": "none", "parallel_tool_calls": False}
 _STATUS = {"queued": "queued", "running": "in_progress", "error": "failed"}
+_ROLES = ("system", "developer", "user", "assistant")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+#: ``input`` as ``_input_messages`` reads it, in JSON Schema (the OpenAPI document).
+_INPUT_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string", "minLength": 1},
+    {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["role", "content"],
+        "properties": {"type": {"const": "message"}, "role": {"enum": list(_ROLES)},
+                       "content": TEXT_CONTENT_SCHEMA}}},
+]}
 
 
 class ResponseRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # the rest was checked by refuse_unknown
+    # The rest was checked by refuse_unknown; the items are read by _input_messages.
+    model_config = ConfigDict(extra="ignore", json_schema_extra=accepted_beyond_fields(NEUTRAL))
 
     model: str = Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
-    input: str | list[dict[str, Any]]
+    input: Annotated[str | list[dict[str, Any]], WithJsonSchema(_INPUT_SCHEMA)]
     instructions: str | None = Field(None, max_length=200_000)
     background: bool = False
     stream: bool = False
@@ -69,6 +84,8 @@ class ResponseRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     metadata: dict[str, str] | None = Field(None, max_length=16)
     user: str | None = Field(None, max_length=256)
+
+    _json_integers = field_validator("max_output_tokens", mode="before")(json_integer)
 
 
 async def _caller(request: web.Request, scope: str) -> tuple[str, str | None]:
@@ -123,7 +140,7 @@ def _input_messages(spec: ResponseRequest) -> list[dict[str, str]]:
             raise InvalidValue("unsupported_parameter",
                                f"{where}: only message items are supported by Tokenwire")
         role = item.get("role")
-        if role not in ("system", "developer", "user", "assistant"):
+        if role not in _ROLES:
             raise MalformedRequest("invalid_request", f"{where}.role is not a message role")
         messages.append({"role": str(role), "content": text_of(item.get("content"),
                                                                 f"{where}.content")})
@@ -136,16 +153,21 @@ def _input_messages(spec: ResponseRequest) -> list[dict[str, str]]:
 async def get_response(request: web.Request) -> web.StreamResponse:
     app = request.app
     stream_id, tenant = await _caller(request, "read")
+    starting_after = _starting_after(request)  # malformed: 400, even where it is not used
     if request.query.get("stream") not in ("true", "1"):
         return web.json_response(await _describe_now(app, stream_id, tenant))
-    raw = request.query.get("starting_after")
-    try:
-        starting_after = int(raw) if raw not in (None, "") else None
-    except ValueError as exc:
-        raise MalformedRequest("invalid_request", "starting_after must be an integer") from exc
-    if starting_after is not None and starting_after < -1:
-        raise MalformedRequest("invalid_request", "starting_after must be >= -1")
     return await _stream(request, stream_id, tenant, starting_after)
+
+
+def _starting_after(request: web.Request) -> int | None:
+    raw = request.query.get("starting_after")
+    if raw is None:
+        return None
+    if not _INTEGER.fullmatch(raw):  # int() would take " 5", "5_0" and other digits
+        raise MalformedRequest("invalid_request", "starting_after must be an integer")
+    if int(raw) < -1:
+        raise MalformedRequest("invalid_request", "starting_after must be >= -1")
+    return int(raw)
 
 
 @openai_errors

@@ -10,6 +10,7 @@ from tokenwire.edge.admin import setup_admin_routes
 from tokenwire.edge.chat_completions import chat_completions
 from tokenwire.edge.conversation_ws import conversation_websocket
 from tokenwire.edge.cors import setup_cors
+from tokenwire.edge.openapi import setup_openapi
 from tokenwire.edge.pages import setup_pages
 
 _CONVERSATION = "/v1/conversations/{conversation_id}"
@@ -50,4 +51,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
+    setup_openapi(app, settings)
     setup_cors(app, settings, browser_api)

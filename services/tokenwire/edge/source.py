@@ -2,8 +2,8 @@
 after a cursor, as an async iterator.
 
 The conversation WebSocket, the OpenAI facades and the AI SDK's chat route
-use only ``open_events``; how events are read (replay, then live from the hub,
-de-duplicated) stays behind it.
+use only ``open_events``; how events are read (the broker seam and the position
+machine: replay, then live from the hub, de-duplicated) stays behind it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,5 @@ async def open_events(app: web.Application, stream_id: str, after: Cursor | None
     ``StreamComplete`` (nothing after ``after``). ``snapshot``: start with the
     text so far as one ``snapshot`` event, then live events."""
     return await Follower.open(
-        app[appkeys.STORE], app[appkeys.HUB], app[appkeys.VIEWERS], stream_id, after,
-        idle_resync=app[appkeys.SETTINGS].idle_resync_seconds, want_snapshot=snapshot,
-        tenant=tenant)
+        app[appkeys.BROKER], app[appkeys.VIEWERS], stream_id, after, want_snapshot=snapshot,
+        tenant=tenant, queue_size=app[appkeys.SETTINGS].subscriber_queue_size)

@@ -64,12 +64,16 @@ def check_model(app: web.Application, key: ApiKey | None, model: str) -> None:
 
 
 async def submit(app: web.Application, job: Job, key: ApiKey | None, *,
-                 idempotency_key: str | None = None, fingerprint: str = "") -> str:
-    """Record and enqueue ``job`` (see ``StreamStore.create``); returns its stream id."""
+                 idempotency_key: str | None = None, fingerprint: str = "",
+                 admitted: bool = False) -> str:
+    """Record and enqueue ``job`` (see ``StreamStore.create``); returns its stream id.
+    ``admitted``: the caller counted it against the key's limits already (and
+    takes that back if this fails)."""
     check_open(app)
     check_model(app, key, job.model)
+    admission = None if admitted else app[appkeys.LIMITER]
     stream_id = await app[appkeys.STORE].create(job, idempotency_key, fingerprint,
-                                                admission=app[appkeys.LIMITER])
+                                                admission=admission)
     app[appkeys.METRICS].streams_created.inc()
     return stream_id
 

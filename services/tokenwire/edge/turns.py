@@ -20,7 +20,6 @@ from typing import Any
 
 from aiohttp import web
 
-from tokenwire import keys
 from tokenwire.apikeys import ApiKey
 from tokenwire.conversations import (
     Conversation,
@@ -74,29 +73,37 @@ async def start_turn(
     key = await _paying_key(app, principal, conversation)
     model = options.model or app[appkeys.SETTINGS].default_model_name
     check_model(app, key, model)  # before anything is written
-    stream_id, message_id = keys.new_stream_id(), new_message_id()
+    message_id = new_message_id()
     user_message = None
     if content is not None:
         user_message = ConversationMessage(user_message_id or new_message_id(), "user",
                                            content, now_ms())
-    history = await _begin(app, tenant, conversation_id, stream_id=stream_id,
-                           message_id=message_id, user_message=user_message, create=create,
-                           key_id=key.key_id if key is not None else None,
-                           truncate_from=truncate_from, regenerate=regenerate)
-    system = conversation.system if conversation is not None else ""
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": m.role, "content": m.content} for m in history]
-    job = new_job(app, messages, key=key, tenant=tenant, model=model,
-                  max_tokens=options.max_tokens, temperature=options.temperature,
-                  buffer=options.buffer, metadata=options.metadata,
-                  idle_cancel_ms=options.idle_cancel_ms, conversation=conversation_id,
-                  stream_id=stream_id)
+    # The job, without its history yet: counted against the key's limits first,
+    # so that a 429 leaves the conversation as it was.
+    job = new_job(app, [], key=key, tenant=tenant, model=model, max_tokens=options.max_tokens,
+                  temperature=options.temperature, buffer=options.buffer,
+                  metadata=options.metadata, idle_cancel_ms=options.idle_cancel_ms,
+                  conversation=conversation_id)
+    limiter = app[appkeys.LIMITER]
+    await limiter.admit(job)
     try:
-        await submit(app, job, key)
+        history = await _begin(app, tenant, conversation_id, stream_id=job.stream_id,
+                               message_id=message_id, user_message=user_message,
+                               create=create, key_id=job.key_id, truncate_from=truncate_from,
+                               regenerate=regenerate)
     except BaseException:
-        await conversations.end_turn(tenant, conversation_id, stream_id, "abandoned")
+        await limiter.undo(job)
         raise
-    return StartedTurn(conversation_id, stream_id, message_id, user_message)
+    system = conversation.system if conversation is not None else ""
+    job.messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": m.role, "content": m.content} for m in history]
+    try:
+        await submit(app, job, key, admitted=True)
+    except BaseException:
+        await limiter.undo(job)
+        await conversations.end_turn(tenant, conversation_id, job.stream_id, "abandoned")
+        raise
+    return StartedTurn(conversation_id, job.stream_id, message_id, user_message)
 
 
 async def _begin(app: web.Application, tenant: str | None, conversation_id: str,

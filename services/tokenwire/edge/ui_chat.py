@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tokenwire import keys
 from tokenwire.edge import keys as appkeys
@@ -41,6 +41,7 @@ from tokenwire.edge.source import open_events
 from tokenwire.edge.turns import TurnOptions, current, start_turn
 from tokenwire.errors import ConversationNotFound, InvalidValue
 from tokenwire.events import Event
+from tokenwire.jobs import json_integer
 from tokenwire.settings import BufferMode
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1", "Cache-Control": "no-cache",
@@ -79,6 +80,8 @@ class UIChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     buffer: BufferMode | None = None
 
+    _json_integers = field_validator("max_tokens", mode="before")(json_integer)
+
 
 async def ui_chat(request: web.Request) -> web.StreamResponse:
     app = request.app
@@ -86,7 +89,7 @@ async def ui_chat(request: web.Request) -> web.StreamResponse:
     principal = await app[appkeys.AUTH].principal(request)
     body = await read_json_object(request, settings)
     try:
-        chat = UIChatRequest.model_validate(body)
+        chat = UIChatRequest.model_validate(body, strict=True)  # as handlers.read_job
     except ValidationError as exc:
         raise invalid("invalid_chat", "the chat request has invalid values", exc) from exc
     if chat.max_tokens is not None and chat.max_tokens > settings.max_tokens_limit:

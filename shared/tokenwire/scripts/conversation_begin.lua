@@ -8,13 +8,18 @@
 --   max_chars, ttl_seconds
 -- Returns {'ok', message...} (the history the turn answers)
 --       | {'missing'} | {'busy', active_stream_id, active_since} | {'unknown_message'}
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ARGV[4] ~= '1' then return {'missing'} end
-  redis.call('HSET', KEYS[1], 'tenant', ARGV[1], 'id', ARGV[2], 'created_at', ARGV[3],
-             'key_id', ARGV[5], 'system', '')
-end
+--       | {'nothing_to_regenerate'} (regenerate, and no message of the user to answer)
+-- Every refusal comes before the first write: a refused turn changes nothing.
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if not exists and ARGV[4] ~= '1' then return {'missing'} end
 local active = redis.call('HMGET', KEYS[1], 'active', 'active_since')
 if active[1] and active[1] ~= '' then return {'busy', active[1], active[2] or '0'} end
+if ARGV[10] == '1' then
+  local raw = redis.call('LRANGE', KEYS[2], 0, -1)
+  local last = #raw
+  while last > 0 and cjson.decode(raw[last]).role == 'assistant' do last = last - 1 end
+  if last == 0 then return {'nothing_to_regenerate'} end
+end
 if ARGV[9] ~= '' then
   local raw = redis.call('LRANGE', KEYS[2], 0, -1)
   local found = nil
@@ -26,6 +31,10 @@ if ARGV[9] ~= '' then
   end
   if not found then return {'unknown_message'} end
   if found == 1 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, found - 2) end
+end
+if not exists then
+  redis.call('HSET', KEYS[1], 'tenant', ARGV[1], 'id', ARGV[2], 'created_at', ARGV[3],
+             'key_id', ARGV[5], 'system', '')
 end
 if ARGV[10] == '1' then
   while true do
