@@ -447,7 +447,10 @@ def test_the_admin_api_acts_once_and_refused_changes_nothing(fuzz_edge: FuzzEdge
     assert [answer.json()["replayed"] for answer in answers] == [True, False]
     new_stream = answers[0].json()["stream_id"]
     assert answers[1].json()["stream_id"] == new_stream
-    assert edge.redis.hget(keys.DEAD_REPLAYS, actions[1][1]["entry_id"]) == new_stream
+    found = dead_letter_of(actions[1][1]["entry_id"], edge.settings.job_partitions)
+    assert found is not None  # recorded beside the dead letter, in its partition
+    partition, entry_id = found
+    assert edge.redis.hget(partition.replays, entry_id) == new_stream
 
 
 def test_the_console_listing_with_reporting_edges_is_documented(fuzz_edge: FuzzEdge) -> None:

@@ -33,9 +33,10 @@ from tests.integration.auth_support import (
 )
 from tests.integration.edge_support import EdgeClient, assemble, read_events
 from tests.integration.test_edge_api import error_of, expected_text, ws_events
-from tests.support.jobs import queued_jobs
+from tests.support.jobs import DEFAULT_PARTITIONS, queued_jobs
 from tokenwire import keys
 from tokenwire.edge.app import InsecureSettings, create_app
+from tokenwire.jobqueue import partitions_of
 from tokenwire.settings import Settings
 
 ClientFactory = Callable[..., Any]
@@ -462,4 +463,4 @@ async def test_the_console_api_needs_the_admin_key_and_refuses_bad_input(
                                                 headers=ADMIN)) == (404, "not_found"), entry_id
     page = await client.get("/admin")  # the page is code only: its data needs the key
     assert page.status == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert await redis.hlen(keys.DEAD_REPLAYS) == 0
+    assert not [p for p in partitions_of(DEFAULT_PARTITIONS) if await redis.hlen(p.replays)]

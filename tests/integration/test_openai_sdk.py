@@ -229,7 +229,7 @@ async def test_values_are_refused_unless_of_their_type(clients: list[AsyncOpenAI
         await clients[0].responses.create(model="simulated", input="x",
                                           extra_body={"max_output_tokens": "5"})
     assert refused.value.param == "max_output_tokens"
-    assert await redis.xlen("tw:jobs") == 0  # nothing was enqueued
+    assert await queued_jobs(redis) == 0  # nothing was enqueued
 
 
 # --- the Responses API, background mode ---------------------------------------------------
