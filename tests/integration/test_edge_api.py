@@ -21,6 +21,7 @@ from tests.integration.edge_support import (
     read_events,
     websocket,
 )
+from tests.support.jobs import queued_jobs
 from tests.support.streams import begin_attempt
 from tokenwire import keys
 from tokenwire.client import ClientEvent, Transcript, parse_sse
@@ -480,7 +481,7 @@ async def test_bad_jobs_are_refused_and_change_nothing(
 ) -> None:
     response = await idle_client.post("/v1/streams", **kwargs)
     assert await error_of(response) == (status, code)
-    assert await redis.xlen(keys.JOBS) == 0
+    assert await queued_jobs(redis) == 0
     assert [k async for k in redis.scan_iter("tw:{*")] == []
 
 
@@ -489,7 +490,7 @@ async def test_idempotent_create(idle_client: EdgeClient, redis: Redis) -> None:
     first = await idle_client.post("/v1/streams", json={"prompt": "a"}, headers=headers)
     again = await idle_client.post("/v1/streams", json={"prompt": "a"}, headers=headers)
     assert (await first.json())["id"] == (await again.json())["id"]
-    assert await redis.xlen(keys.JOBS) == 1
+    assert await queued_jobs(redis) == 1
     other = await idle_client.post("/v1/streams", json={"prompt": "b"}, headers=headers)
     assert await error_of(other) == (422, "idempotency_conflict")
 
@@ -497,7 +498,8 @@ async def test_idempotent_create(idle_client: EdgeClient, redis: Redis) -> None:
 async def test_a_full_queue_answers_429_with_retry_after(
     redis: Redis, redis_url: str, aiohttp_client: ClientFactory
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=1)))
+    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=1,
+                                                             job_partitions=1)))
     await create(client)
     response = await client.post("/v1/streams", json={"prompt": "one too many"})
     assert await error_of(response) == (429, "queue_full")
@@ -604,7 +606,8 @@ WEBSOCKET_HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade",
 async def test_a_full_queue_asks_an_event_stream_request_to_come_back(
     redis: Redis, redis_url: str, aiohttp_client: ClientFactory
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=1)))
+    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=1,
+                                                             job_partitions=1)))
     await create(client)
     response = await client.post("/v1/streams", json={"prompt": "one too many"},
                                  headers={"Accept": "text/event-stream"})
