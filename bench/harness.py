@@ -83,21 +83,22 @@ class Child:
 
 
 class CpuSampler:
-    """CPU seconds and RSS of one process over a window."""
+    """CPU seconds and RSS of some processes (one edge, or two; the six nodes
+    of a cluster) over a window, added up."""
 
-    def __init__(self, process: psutil.Process) -> None:
-        self.process = process
+    def __init__(self, *processes: psutil.Process) -> None:
+        self.processes = processes
         self._cpu0 = 0.0
         self._t0 = 0.0
 
     def rss_mib(self) -> float:
-        return float(self.process.memory_info().rss / 2**20)
+        return float(sum(p.memory_info().rss for p in self.processes) / 2**20)
+
+    def _cpu_seconds(self) -> float:
+        return float(sum(t.user + t.system for t in (p.cpu_times() for p in self.processes)))
 
     def start(self) -> None:
-        times = self.process.cpu_times()
-        self._cpu0, self._t0 = times.user + times.system, time.monotonic()
+        self._cpu0, self._t0 = self._cpu_seconds(), time.monotonic()
 
     def cpu_percent(self) -> float:
-        times = self.process.cpu_times()
-        return float(100 * (times.user + times.system - self._cpu0)
-                     / (time.monotonic() - self._t0))
+        return float(100 * (self._cpu_seconds() - self._cpu0) / (time.monotonic() - self._t0))

@@ -149,8 +149,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    host, port = args.host, args.port
-    base = f"http://{host}:{port}"
+    host, ports = args.host, [int(p) for p in str(args.port).split(",")]
+    base = f"http://{host}:{ports[0]}"
     ids = args.ids.read_text().split()
     rng = random.Random(7)
     stats, tasks = Stats(), []
@@ -164,14 +164,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await asyncio.sleep(0)
         tasks.append(task)
 
-    for stream_id in ids:
-        for _ in range(args.viewers):
+    for index, stream_id in enumerate(ids):
+        for viewer in range(args.viewers):
+            # Several edges: clients spread over them, viewers of a stream too.
+            port = ports[(index + viewer) % len(ports)]
             roll = rng.random()
             if roll < args.slow_fraction:
                 slow_results.append(SlowResult(stream_id))
                 await start(slow_sse(host, port, stream_id, slow_results[-1]))
             elif roll < args.slow_fraction + args.ws_fraction:
-                await start(fast_ws(session, base, stream_id, stats))
+                await start(fast_ws(session, f"http://{host}:{port}", stream_id, stats))
             else:
                 await start(fast_sse(host, port, stream_id, stats))
     clients = len(tasks)
@@ -220,7 +222,7 @@ async def verify(session: aiohttp.ClientSession, base: str, results: list[SlowRe
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", required=True, help="an edge's port, or several: 8080,8081")
     parser.add_argument("--ids", type=Path, required=True)
     parser.add_argument("--viewers", type=int, default=1)
     parser.add_argument("--ws-fraction", type=float, default=0.0)

@@ -19,6 +19,7 @@ from typing import Any
 
 from tokenwire.errors import WriteRejected
 from tokenwire.events import dumps
+from tokenwire.jobqueue import partitions_of
 from tokenwire.jobs import Job
 from tokenwire.redis_client import create_redis
 from tokenwire.settings import Settings
@@ -43,15 +44,16 @@ def token_now() -> PendingEvent:
 
 
 async def run(redis_url: str, ids: list[str], *, rate: float, seconds: float, done: bool,
-              ready: Path) -> dict[str, Any]:
-    settings = Settings(_env_file=None, redis_url=redis_url)
+              ready: Path, redis_mode: str = "standalone") -> dict[str, Any]:
+    settings = Settings(_env_file=None, redis_url=redis_url, redis_mode=redis_mode)
     redis = create_redis(settings, "bench-producer")
     store = StreamStore(redis, settings)
     attempts: list[Attempt] = []
     for first in range(0, len(ids), CREATE_CONCURRENCY):
         chunk = ids[first:first + CREATE_CONCURRENCY]
         attempts += await asyncio.gather(*(_running_stream(store, i) for i in chunk))
-    await redis.delete("tw:jobs")  # nobody works these; keep the queue clean
+    for partition in partitions_of(settings.job_partitions):  # nobody works these jobs
+        await redis.delete(partition.stream)
     # Clients may connect now: every stream exists.
     await asyncio.to_thread(ready.write_text, str(len(attempts)))
     seqs = [2] * len(ids)
@@ -100,10 +102,11 @@ def main() -> None:
     parser.add_argument("--done", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--ready", type=Path, required=True, help="written once streams exist")
+    parser.add_argument("--redis-mode", default="standalone", choices=["standalone", "cluster"])
     args = parser.parse_args()
     ids = args.ids.read_text().split()
     result = asyncio.run(run(args.redis_url, ids, rate=args.rate, seconds=args.seconds,
-                             done=args.done, ready=args.ready))
+                             done=args.done, ready=args.ready, redis_mode=args.redis_mode))
     args.out.write_text(json.dumps(result))
 
 

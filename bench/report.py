@@ -72,6 +72,7 @@ def markdown(payload: dict[str, Any]) -> str:
             f"| {_ratio(p99, _field(naive, 'latency_ms', 'p99'))} "
             f"| {_ratio(tw['edge_cpu_percent'], _field(naive, 'edge_cpu_percent'))} "
             f"| {_ratio(tw['tokens_per_second'], _field(raw, 'tokens_per_second'))} |")
+    lines += _scaled_table(results)
     lines += _cpu_table(results, m["cpus"])
     writes = payload.get("worker_writes") or []
     if writes:
@@ -94,6 +95,32 @@ def markdown(payload: dict[str, Any]) -> str:
                       f"{s['reconnects']} reconnects, {s['slow_consumer_events']} "
                       f"slow_consumer disconnects."]
     return "\n".join(lines) + "\n"
+
+
+def _scaled_table(results: list[dict[str, Any]]) -> list[str]:
+    """Tokenwire as deployments scale it, beside its single-process figures on
+    standalone Valkey (same scenario, same run)."""
+    scaled = ("tokenwire", "tokenwire-2edges", "tokenwire-cluster")
+    rows = [r for r in results if r["design"] in scaled[1:]]
+    if not rows:
+        return []
+    lines = ["", "Scaled out (edge CPU and RSS added over edge processes, Valkey CPU over "
+                 "its processes, Redis connections of the edges over every master):", "",
+             "| scenario | design | tok/s delivered | p50 ms | p99 ms | edge CPU % "
+             "| edge RSS MiB | Valkey CPU % | Redis conns |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        for design in scaled:
+            r = _by(results, scenario, design)
+            if r is None:
+                continue
+            lat = r["latency_ms"]
+            lines.append(
+                f"| {scenario} | {design} | {r['tokens_per_second']:g} "
+                f"| {lat.get('p50', '-')} | {lat.get('p99', '-')} | {r['edge_cpu_percent']:g} "
+                f"| {r['edge_rss_mib']:g} | {r.get('cpu_by_process', {}).get('valkey', '-')} "
+                f"| {r['redis_connections']} |")
+    return lines
 
 
 def _cpu_table(results: list[dict[str, Any]], cpus: int) -> list[str]:

@@ -16,6 +16,11 @@ from redis import Redis
 
 from bench.harness import Child
 from tokenwire import keys
+from tokenwire.jobqueue import partition_for
+from tokenwire.settings import Settings
+
+#: The workers' default: the job partitions they read.
+DEFAULT_PARTITIONS: int = Settings.model_fields["job_partitions"].default
 
 
 def measure(redis_url: str, logs: Path, rate: float, jobs: int, buffer: str) -> dict[str, Any]:
@@ -30,7 +35,8 @@ def measure(redis_url: str, logs: Path, rate: float, jobs: int, buffer: str) -> 
                   messages=[{"role": "user", "content": f"bench {stream_id}"}],
                   created_at_ms=int(time.time() * 1000))
         redis.hset(keys.meta(stream_id), mapping=job.meta_fields())  # type: ignore[arg-type]
-        redis.xadd(keys.JOBS, {"job": job.model_dump_json()})
+        partition = partition_for(stream_id, DEFAULT_PARTITIONS)
+        redis.xadd(partition.stream, {"job": job.model_dump_json()})
     reads_before = _reads(redis)
     own_reads = 1  # the INFO that closes the count
     worker = Child(f"worker-{buffer}", ["-m", "tokenwire", "worker"], logs, {

@@ -36,7 +36,9 @@ async def run_dev(settings: Settings, stop: asyncio.Event, valkey_port: int | No
     server = ValkeyServer(port=valkey_port, host="127.0.0.1")
     await asyncio.to_thread(server.start)
     try:
-        settings = settings.model_copy(update={"redis_url": server.connection_url + "/0"})
+        # Its own standalone Valkey, whatever the environment names for production.
+        settings = settings.model_copy(update={"redis_url": server.connection_url + "/0",
+                                               "redis_mode": "standalone"})
         log.info("valkey running at %s (pid %s)", server.connection_url, _pid(server))
         log.info("provider: %s", settings.effective_provider)
         settings = await _with_dev_credentials(settings)

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from redis.asyncio import Redis
 
 from tokenwire import keys
 from tokenwire.jobs import ModelName, json_integer
+from tokenwire.redis_client import RedisClient
 
 KEY_PREFIX = "twk_"
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -120,7 +120,7 @@ def _sha256(secret: str) -> str:
 
 
 class KeyStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
     async def create(self, spec: KeySpec) -> tuple[ApiKey, str]:

@@ -27,10 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.asyncio import Redis
-
 from tokenwire import keys
 from tokenwire.errors import Conflict, ConversationNotFound, InvalidValue
+from tokenwire.redis_client import RedisClient
 from tokenwire.scriptfiles import load_script
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
@@ -120,7 +119,7 @@ class TurnInProgress(Conflict):
 
 
 class ConversationStore:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
         self._redis = redis
         self._settings = settings
         self._create = redis.register_script(

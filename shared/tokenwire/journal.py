@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tokenwire import keys
-from tokenwire.redis_client import TRANSPORT_ERRORS
+from tokenwire.redis_client import TRANSPORT_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class Entry:
 
 
 class Journal:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
     async def record(self, kind: Kind, stream_id: str, **detail: str | int) -> None:

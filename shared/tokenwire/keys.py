@@ -13,11 +13,19 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import zlib
+from functools import cache
 
-JOBS = "tw:jobs"
-DEAD_JOBS = "tw:jobs:dead"
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+#: The single job stream of versions before the partitioned queue: workers
+#: still drain it (and its dead letters stay where they are).
+LEGACY_JOBS = "tw:jobs"
+LEGACY_DEAD_JOBS = "tw:jobs:dead"
 WORKERS_GROUP = "workers"
 CANCEL_CHANNEL = "tw:cancel"
+#: Broadcast on each enqueue (the partition's number): idle workers read it.
+JOBS_WAKE_CHANNEL = "tw:jobs:wake"
 
 #: Every API key's id, for listing (a set on its own slot; the records are per key).
 API_KEYS = "tw:keys"
@@ -30,7 +38,9 @@ ACTIVE_STREAMS = "tw:streams:active"
 #: Stream (capped) of what operators should see: restarts, resets, errors, dead
 #: letters, admin actions.
 OPS_JOURNAL = "tw:ops:journal"
-#: Hash: dead-letter entry id -> the stream id its replay created (a replay happens once).
+#: Hash: dead-letter entry id -> the stream id its replay created (a replay
+#: happens once), for the legacy ``tw:jobs:dead``; each partition has its own
+#: (``dead_replays``).
 DEAD_REPLAYS = "tw:jobs:dead:replays"
 #: Set while an operator's console is open (with a short expiry): edges report
 #: their viewers only then.
@@ -56,6 +66,48 @@ def edge_report(edge_id: str) -> str:
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KEY_ID = re.compile(r"^[a-z0-9]{16}$")
+
+
+# --- the job queue ----------------------------------------------------------------------
+
+
+def job_partition_of(stream_id: str, partitions: int) -> int:
+    """The partition a stream's job goes to, from its id alone: a job enqueued
+    twice (a retry whose reply was lost) lands twice in the same stream, where
+    ``begin`` runs it once."""
+    return zlib.crc32(stream_id.encode()) % partitions
+
+
+@cache
+def _partition_tag(partition: int, partitions: int) -> str:
+    """A hash tag whose slot lies in the ``partition``-th of ``partitions``
+    equal slot ranges: the partitions spread evenly over any cluster whose
+    masters hold contiguous ranges (the usual layout)."""
+    low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
+    high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+    salt = 0
+    while not low <= key_slot(f"p{partition}-{salt}".encode()) < high:
+        salt += 1
+    return f"p{partition}-{salt}"
+
+
+def job_stream(partition: int, partitions: int) -> str:
+    """One partition of the job queue (a stream with the group ``workers``)."""
+    return f"tw:jobs:{{{_partition_tag(partition, partitions)}}}"
+
+
+def dead_jobs(partition: int, partitions: int) -> str:
+    """The dead letters of one partition (same slot as its stream)."""
+    return f"tw:jobs:{{{_partition_tag(partition, partitions)}}}:dead"
+
+
+def dead_replays(partition: int, partitions: int) -> str:
+    """Hash: one partition's dead-letter entry id -> the stream its replay
+    created (same slot as its dead letters)."""
+    return f"tw:jobs:{{{_partition_tag(partition, partitions)}}}:dead:replays"
+
+
+# --- streams ----------------------------------------------------------------------------
 
 
 def new_stream_id() -> str:

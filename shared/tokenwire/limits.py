@@ -25,12 +25,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from tokenwire import keys
 from tokenwire.errors import OverLimit, Unauthorized
 from tokenwire.jobs import Job
 from tokenwire.pipelining import ScriptBatcher
+from tokenwire.redis_client import RedisClient
 from tokenwire.scriptfiles import load_script
 from tokenwire.settings import Settings
 
@@ -59,7 +58,7 @@ class KeyLimiter:
     """``batcher``: share the caller's pipeline (a worker's appends), so that
     counting tokens costs no round trip of its own."""
 
-    def __init__(self, redis: Redis, settings: Settings,
+    def __init__(self, redis: RedisClient, settings: Settings,
                  batcher: ScriptBatcher | None = None) -> None:
         self._redis = redis
         self._running_lease_ms = settings.running_lease_seconds * 1000

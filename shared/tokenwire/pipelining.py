@@ -6,7 +6,9 @@ one, each append costs a round trip (a socket write here, a read event in
 Redis); queued until the loop iteration ends and sent as one pipeline, they
 cost one. Each caller still gets its own reply or its own error: the calls stay
 independent (no transaction), and a round trip lost in transit fails every
-call in it, which each caller's seq-checked retry handles as before.
+call in it, which each caller's seq-checked retry handles as before. In a
+cluster, one pipeline per node that serves the calls' slots
+(``cluster_scripts``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
+
+from tokenwire.cluster_scripts import ClusterScripts
+from tokenwire.redis_client import RedisClient
 
 
 @dataclass(slots=True)
@@ -30,11 +36,18 @@ class _Call:
 
 
 class ScriptBatcher:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
+        self._cluster = ClusterScripts(redis) if isinstance(redis, RedisCluster) else None
         self._queued: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()  # referenced until done
-        self.round_trips = 0  # pipelines, lone calls and SCRIPT LOADs sent (diagnostics)
+        self._round_trips = 0
+
+    @property
+    def round_trips(self) -> int:
+        """Pipelines, lone calls and SCRIPT LOADs sent (diagnostics)."""
+        cluster = self._cluster.round_trips if self._cluster is not None else 0
+        return self._round_trips + cluster
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
         """Run ``script`` with the other calls of this loop iteration; its reply."""
@@ -76,8 +89,10 @@ class ScriptBatcher:
         error (returned, not raised). Raises when the round trip itself fails.
         Uses EVALSHA alone: redis-py's script objects would ask Redis with
         ``SCRIPT EXISTS`` first, a second round trip for every pipeline."""
+        if self._cluster is not None:
+            return await self._cluster.run_together(calls)
         if len(calls) == 1:
-            self.round_trips += 1
+            self._round_trips += 1
             script, keys, args = calls[0]
             try:  # the script object's own call (it loads a script Redis forgot)
                 return [await script(keys=keys, args=args)]
@@ -87,7 +102,7 @@ class ScriptBatcher:
         forgotten = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if forgotten:  # Redis restarted: load each script once, resend those calls together
             for script in {calls[i][0].sha: calls[i][0] for i in forgotten}.values():
-                self.round_trips += 1
+                self._round_trips += 1
                 await self._redis.script_load(script.script)
             resent = await self._pipeline([calls[i] for i in forgotten])
             for i, reply in zip(forgotten, resent, strict=True):
@@ -96,7 +111,8 @@ class ScriptBatcher:
 
     async def _pipeline(self, calls: Sequence[tuple[AsyncScript, list[str], list[str | int]]]
                         ) -> list[Any]:
-        self.round_trips += 1
+        self._round_trips += 1
+        assert isinstance(self._redis, Redis)
         async with self._redis.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from tokenwire.redis_client import RedisClient
 
 #: Samples kept: at one a second, the best of the last half minute.
 SAMPLES = 30
@@ -35,7 +35,7 @@ class RedisClock:
     """``now_us()``: Redis' time now, in microseconds since the epoch. Until the
     first ``sample`` it is this host's clock (offset 0)."""
 
-    def __init__(self, redis: Redis, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: RedisClient, wall_clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._wall_clock = wall_clock
         self._samples: deque[_Sample] = deque(maxlen=SAMPLES)

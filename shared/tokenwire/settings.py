@@ -37,11 +37,18 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("TOKENWIRE_REDIS_URL", "REDIS_URL"),
     )
+    redis_mode: Literal["standalone", "sentinel", "cluster"] = Field(
+        "standalone", description="standalone: redis_url names the server; sentinel: the "
+                                  "sentinels; cluster: any node of a Valkey/Redis Cluster")
+    redis_sentinel_master: str = Field(
+        "mymaster", min_length=1, description="sentinel mode: the monitored master's name")
     redis_max_connections: int = Field(16, ge=2, description="pool size per worker process")
     edge_redis_max_connections: int = Field(
         4, ge=2, description="pool size per edge process, its hub's pub/sub connection included")
     redis_socket_timeout: float = Field(10.0, gt=0)
-    read_block_ms: int = Field(2000, ge=10, description="bounded blocking reads (XREADGROUP)")
+    read_block_ms: int = Field(
+        2000, ge=10, description="the longest an idle worker goes without reading every job "
+                                 "partition (a wake-up usually comes first)")
 
     # Data retention
     events_maxlen: int = Field(10_000, ge=10, description="cap of each event stream")
@@ -49,6 +56,8 @@ class Settings(BaseSettings):
     meta_ttl_seconds: int = Field(86_400, ge=60, description="meta hash and text TTL")
     idempotency_ttl_seconds: int = Field(86_400, ge=60)
     max_queue_length: int = Field(10_000, ge=1, description="queued jobs before 429")
+    job_partitions: int = Field(
+        16, ge=1, le=256, description="job streams, spread over a cluster's slots")
 
     # Worker
     worker_concurrency: int = Field(64, ge=1)
@@ -185,6 +194,15 @@ class Settings(BaseSettings):
         # looks like a dead connection.
         if self.read_block_ms / 1000 >= self.redis_socket_timeout:
             raise ValueError("read_block_ms must stay below redis_socket_timeout")
+        return self
+
+    @model_validator(mode="after")
+    def _sentinel_urls_name_sentinels(self) -> Settings:
+        if self.redis_mode == "sentinel" and self.redis_url.startswith("unix://"):
+            raise ValueError("sentinel mode: TOKENWIRE_REDIS_URL names the sentinels "
+                             "(redis://host:port,host:port)")
+        if self.redis_mode == "cluster" and self.redis_url.startswith("unix://"):
+            raise ValueError("cluster mode: TOKENWIRE_REDIS_URL names a node (redis://host:port)")
         return self
 
     @field_validator("token_secret", "token_public_key", "admin_key", "metrics_key",

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
 from tokenwire import keys
@@ -31,8 +30,10 @@ from tokenwire.errors import (
     WriteRejected,
 )
 from tokenwire.events import Event, dumps
+from tokenwire.jobqueue import Delivery, partition_for, partition_limit
 from tokenwire.jobs import Job
 from tokenwire.pipelining import ScriptBatcher
+from tokenwire.redis_client import RedisClient
 from tokenwire.scriptfiles import load_script
 from tokenwire.settings import Settings
 
@@ -188,7 +189,7 @@ class CancelOutcome:
 
 
 class StreamStore:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
         self._redis = redis
         self._settings = settings
         self._begin = redis.register_script(load_script("begin"))
@@ -271,13 +272,17 @@ class StreamStore:
         try:
             # Listed for operators before a worker can take it (and unlist it at the end).
             await self._redis.zadd(keys.ACTIVE_STREAMS, {job.stream_id: job.created_at_ms})
-            # The jobs stream lives on another Cluster slot: a second step. No
-            # MAXLEN here: trimming would drop unfinished jobs; the queue is
+            # The job's partition lives on another Cluster slot: a second step.
+            # No MAXLEN here: trimming would drop unfinished jobs; the queue is
             # bounded by admission (429) instead — checked in the same script
             # as the add, so concurrent requests cannot overshoot it — and done
             # jobs are deleted.
+            settings = self._settings
+            partition = partition_for(job.stream_id, settings.job_partitions)
             entry = await self._enqueue(
-                keys=[keys.JOBS], args=[self._settings.max_queue_length, job.model_dump_json()])
+                keys=[partition.stream],
+                args=[partition_limit(settings.max_queue_length, settings.job_partitions),
+                      job.model_dump_json(), keys.JOBS_WAKE_CHANNEL, str(partition.index)])
             if entry is None:
                 raise OverLimit("queue_full", "too many queued jobs; retry later", retry_after=2)
         except BaseException:
@@ -383,10 +388,10 @@ class StreamStore:
         return Attempt(job.stream_id, int(reply[1]), str(reply[3]), reply[2] == "1",
                        last_seq=int(reply[4]), text=str(reply[5]), tokens=int(reply[6]))
 
-    async def dead_letter(self, job: Job, job_entry: str, reason: str) -> None:
-        """Keep a failed job for operators (``tw:jobs:dead``, capped)."""
-        await self._redis.xadd(keys.DEAD_JOBS, {
-            "job": job.model_dump_json(), "entry": job_entry, "reason": reason,
+    async def dead_letter(self, job: Job, job_entry: Delivery, reason: str) -> None:
+        """Keep a failed job for operators (its partition's dead letters, capped)."""
+        await self._redis.xadd(job_entry.partition.dead, {
+            "job": job.model_dump_json(), "entry": job_entry.entry_id, "reason": reason,
             "stream_id": job.stream_id, "at": now_ms(),
         }, maxlen=self._settings.max_queue_length, approximate=True)
 

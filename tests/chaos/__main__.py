@@ -21,12 +21,15 @@ log = logging.getLogger("tokenwire.chaos")
 
 
 def table(outcomes: list[Outcome]) -> str:
-    rows = ["| scenario | clients | faults injected | events checked | violations | s |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| scenario | clients | faults injected | events checked | resets | "
+            "delivering again after | violations | s |",
+            "|---|---|---|---|---|---|---|---|"]
     for outcome in outcomes:
+        recovery = ", ".join(f"{what} {seconds:.2f} s"
+                             for what, seconds in outcome.recovery.items()) or "-"
         rows.append(f"| {outcome.scenario} | {outcome.clients} | "
-                    f"{'; '.join(outcome.faults)} | {outcome.events} | "
-                    f"{len(outcome.violations)} | {outcome.seconds:.0f} |")
+                    f"{'; '.join(outcome.faults)} | {outcome.events} | {outcome.resets} | "
+                    f"{recovery} | {len(outcome.violations)} | {outcome.seconds:.0f} |")
     return "\n".join(rows)
 
 

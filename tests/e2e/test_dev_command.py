@@ -28,8 +28,10 @@ def alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_dev_serves_the_demo_and_stops_cleanly(tmp_path: Path, sig: int) -> None:
     port = free_port()
+    # A production setting in the environment: dev still runs its own standalone Valkey.
     dev = tokenwire("dev", ["dev", "--port", str(port)],
-                    {"TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "500"}, tmp_path)
+                    {"TOKENWIRE_SIMULATED_TOKENS_PER_SECOND": "500",
+                     "TOKENWIRE_REDIS_MODE": "cluster"}, tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
         await wait_ready(f"{base}/readyz", dev)

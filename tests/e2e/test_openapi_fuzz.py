@@ -65,6 +65,7 @@ from tests.support.processes import (
 )
 from tokenwire import keys
 from tokenwire.edge.openapi import document
+from tokenwire.jobqueue import dead_letter_of, partitions_of
 from tokenwire.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -117,6 +118,9 @@ class FuzzEdge:
     spare_key_id: str  # an API key the fuzzer may revoke
     doomed_stream: str  # a running stream of "fuzz" the admin API may cancel
     dead_letter: str  # a dead letter's id (a job of "fuzz") the admin API may replay
+    #: Ids of no dead letter that only a partition-aware lookup tells from it:
+    #: its entry in another partition, in the legacy stream, beyond the last one.
+    not_dead_letters: list[str]
     credentials: dict[str, str]  # name → credential ("none": "")
     #: Requests ("GET /path") that went out once with the credential that works.
     authorised: set[str] = field(default_factory=set)
@@ -132,10 +136,14 @@ class FuzzEdge:
                   if name.startswith("tw:key:{") and name.endswith(_LIMIT_COUNTS)]
         conversations = [name for name in names
                          if name.startswith("tw:conv:{") and name.endswith("}")]
+        partitions = partitions_of(self.settings.job_partitions)
+        job_streams = [p.stream for p in partitions if p.stream in names]
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xinfo_stream(keys.JOBS)
+            for name in job_streams:
+                pipe.xinfo_stream(name)
             pipe.smembers(keys.API_KEYS)
-            pipe.hkeys(keys.DEAD_REPLAYS)
+            for partition in partitions:
+                pipe.hkeys(partition.replays)
             pipe.xrange(keys.OPS_JOURNAL)
             pipe.exists(keys.CONSOLE_OPEN)
             for name in metas:
@@ -147,10 +155,17 @@ class FuzzEdge:
                 pipe.llen(f"{name}:messages")
                 pipe.lindex(f"{name}:messages", 0)
                 pipe.lindex(f"{name}:messages", -1)
-            jobs, listed, replayed, journal, console_open, *replies = pipe.execute()
-        marks = Marks({("jobs added", str(jobs["entries-added"]))})
+            replies = pipe.execute()
+        jobs, replies = replies[:len(job_streams)], replies[len(job_streams):]
+        listed, replies = replies[0], replies[1:]
+        replayed, replies = replies[:len(partitions)], replies[len(partitions):]
+        journal, console_open, *replies = replies
+        marks = Marks({("jobs added", name, str(info["entries-added"]))
+                       for name, info in zip(job_streams, jobs, strict=True)})
         marks.update(("listed key", key_id) for key_id in listed)
-        marks.update(("replayed", entry_id) for entry_id in replayed)
+        marks.update(("replayed", partition.dead_letter_id(entry_id))
+                     for partition, entry_ids in zip(partitions, replayed, strict=True)
+                     for entry_id in entry_ids)
         # (Workers journal too — restarts, errors, dead letters — but never these.)
         marks.update(("journaled", entry_id) for entry_id, fields in journal
                      if fields.get("kind") in ("cancel", "replay"))
@@ -297,6 +312,7 @@ def fuzz_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEdge]:
             response=response["id"], conversation=conversation["id"],
             other_stream=other["id"], other_conversation=other_conversation["id"],
             spare_key_id=spare_key_id, doomed_stream=doomed["id"], dead_letter=dead_letter,
+            not_dead_letters=_not_dead_letters(dead_letter, settings_of(edge_env)),
             credentials=credentials)
         # Nothing refused cancelled the other tenant's stream or turn.
         other_turn = cast(str | None, redis.hget(keys.conversation_keys("other", "fuzz-chat")[0],
@@ -327,6 +343,20 @@ def _dead_letter(url: str, key: str) -> str:
             return str(entry_id)
         time.sleep(0.1)
     raise AssertionError("the broken job was not dead-lettered")
+
+
+def _not_dead_letters(dead_letter: str, settings: Settings) -> list[str]:
+    """Ids in the dead letters' format (``<partition>:<entry id>``) that name
+    no dead letter, though ``dead_letter``'s entry id is in them: another
+    partition, the legacy stream (no partition), and a partition beyond the
+    last one (refused, not looked up)."""
+    count = settings.job_partitions
+    found = dead_letter_of(dead_letter, count)
+    assert found is not None, dead_letter
+    partition, entry_id = found
+    index = partition.index
+    assert index is not None
+    return [f"{(index + 1) % count}:{entry_id}", entry_id, f"{count}:{entry_id}"]
 
 
 #: The document for an edge with the fuzzed edge's settings (which serves
@@ -417,7 +447,10 @@ def test_the_admin_api_acts_once_and_refused_changes_nothing(fuzz_edge: FuzzEdge
     assert [answer.json()["replayed"] for answer in answers] == [True, False]
     new_stream = answers[0].json()["stream_id"]
     assert answers[1].json()["stream_id"] == new_stream
-    assert edge.redis.hget(keys.DEAD_REPLAYS, actions[1][1]["entry_id"]) == new_stream
+    found = dead_letter_of(actions[1][1]["entry_id"], edge.settings.job_partitions)
+    assert found is not None  # recorded beside the dead letter, in its partition
+    partition, entry_id = found
+    assert edge.redis.hget(partition.replays, entry_id) == new_stream
 
 
 def test_the_console_listing_with_reporting_edges_is_documented(fuzz_edge: FuzzEdge) -> None:
@@ -472,7 +505,7 @@ def _aim(case: Case[Any], edge: FuzzEdge) -> None:
                "conversation_id": [edge.conversation, edge.other_conversation],
                "chat_id": [edge.conversation, edge.other_conversation],
                "key_id": [edge.spare_key_id],
-               "entry_id": [edge.dead_letter]}
+               "entry_id": [edge.dead_letter, *edge.not_dead_letters]}
     if case.operation.path.startswith("/v1/admin/"):
         # The admin key may cancel any stream: not the other tenant's, which
         # stays running to show that nothing refused cancelled it.

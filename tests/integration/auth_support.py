@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from tests.conftest import ADMIN_KEY, auth_settings, running_worker
+from tests.conftest import ADMIN_KEY, AUTH_VALUES, SettingsFactory, running_worker
 from tests.integration.edge_support import EdgeClient
 from tokenwire.client import ClientEvent, parse_sse
 from tokenwire.edge.app import create_app
+from tokenwire.redis_client import RedisClient
 from tokenwire.settings import Settings
 
 ClientFactory = Callable[..., Any]
@@ -25,12 +25,14 @@ def bearer(credential: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def edge_settings(redis_url: str) -> Settings:
-    return auth_settings(redis_url, simulated_tokens_per_second=200.0, default_buffer="none")
+def edge_settings(settings_factory: SettingsFactory) -> Settings:
+    """Auth on; the test's backend (standalone, or a cluster under ``both_backends``)."""
+    return settings_factory(**AUTH_VALUES, simulated_tokens_per_second=200.0,
+                            default_buffer="none")
 
 
 @pytest.fixture
-async def edge(redis: Redis, edge_settings: Settings, aiohttp_client: ClientFactory
+async def edge(redis: RedisClient, edge_settings: Settings, aiohttp_client: ClientFactory
                ) -> EdgeClient:
     """An edge with auth on and no worker: streams stay queued."""
     client: EdgeClient = await aiohttp_client(create_app(edge_settings))
@@ -38,7 +40,7 @@ async def edge(redis: Redis, edge_settings: Settings, aiohttp_client: ClientFact
 
 
 @pytest.fixture
-async def worker(redis: Redis, edge_settings: Settings) -> AsyncIterator[None]:
+async def worker(redis: RedisClient, edge_settings: Settings) -> AsyncIterator[None]:
     async with running_worker(redis, edge_settings):
         yield
 

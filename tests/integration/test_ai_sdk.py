@@ -25,6 +25,7 @@ from tests.conftest import running_worker
 from tests.integration.auth_support import bearer, edge_settings, new_key
 from tests.integration.edge_support import EdgeClient
 from tests.integration.test_edge_api import error_of
+from tests.support.jobs import queued_jobs
 from tokenwire.client import parse_sse
 from tokenwire.edge.app import create_app
 from tokenwire.settings import Settings
@@ -191,4 +192,4 @@ async def test_refused_chat_requests_change_nothing(edges: list[EdgeClient],
     for credential in (key, full_key):  # its first use made no conversation
         fresh = await edge.get("/v1/conversations/fresh", headers=bearer(credential))
         assert await error_of(fresh) == (404, "not_found")
-    assert await redis.xlen("tw:jobs") == 1  # the held stream's only
+    assert await queued_jobs(redis) == 1  # the held stream's only

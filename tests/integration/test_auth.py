@@ -33,8 +33,10 @@ from tests.integration.auth_support import (
 )
 from tests.integration.edge_support import EdgeClient, assemble, read_events
 from tests.integration.test_edge_api import error_of, expected_text, ws_events
+from tests.support.jobs import DEFAULT_PARTITIONS, queued_jobs
 from tokenwire import keys
 from tokenwire.edge.app import InsecureSettings, create_app
+from tokenwire.jobqueue import partitions_of
 from tokenwire.settings import Settings
 
 ClientFactory = Callable[..., Any]
@@ -61,7 +63,7 @@ async def test_creating_needs_a_valid_api_key(edge: EdgeClient, redis: Redis) ->
     token = (await create(edge, key))["token"]
     response = await edge.post("/v1/streams", json={"prompt": "x"}, headers=bearer(token))
     assert await error_of(response) == (403, "api_key_required")
-    assert await redis.xlen(keys.JOBS) == 1  # only the stream created with the key
+    assert await queued_jobs(redis) == 1  # only the stream created with the key
 
 
 async def test_the_answer_carries_a_token_and_urls_that_work_as_they_are(
@@ -113,7 +115,7 @@ async def test_bad_token_requests_are_422_and_change_nothing(
     key = (await new_key(edge))["key"]
     response = await edge.post("/v1/streams", json=body, headers=bearer(key))
     assert await error_of(response) == (422, "invalid_job")
-    assert await redis.xlen(keys.JOBS) == 0
+    assert await queued_jobs(redis) == 0
 
 
 async def test_a_token_for_one_stream_is_refused_on_another_and_after_expiry(
@@ -197,7 +199,7 @@ async def test_an_idempotency_key_is_scoped_to_the_tenant(edge: EdgeClient, redi
     theirs = await create(edge, globex, {"prompt": "a"}, same)
     again = await create(edge, acme, {"prompt": "a"}, same)
     assert theirs["id"] != first["id"] and again["id"] == first["id"]
-    assert await redis.xlen(keys.JOBS) == 2
+    assert await queued_jobs(redis) == 2
     status = await edge.get(f"/v1/streams/{theirs['id']}", headers=bearer(acme))
     assert status.status == 404
 
@@ -452,10 +454,13 @@ async def test_the_console_api_needs_the_admin_key_and_refuses_bad_input(
                 400, "bad_limit"), (path, limit)
     assert await error_of(await client.post("/v1/admin/dead-letters/nope/replay",
                                             headers=ADMIN)) == (404, "not_found")
-    # Not Redis stream ids (other digits; beyond 64 bits) are unknown too, not a 500.
-    for entry_id in ("1-0", "%D9%A3-%D9%A3", "99999999999999999999-0", "1-99999999999999999999"):
+    # Not Redis stream ids (other digits; beyond 64 bits), in a partition or
+    # not, or a partition beyond the last, are unknown too, not a 500.
+    for entry_id in ("1-0", "%D9%A3-%D9%A3", "99999999999999999999-0", "1-99999999999999999999",
+                     "0:1-0", "3:99999999999999999999-0", "%D9%A3:1-0", "16:1-0", "-1:1-0",
+                     "1:2:1-0"):
         assert await error_of(await client.post(f"/v1/admin/dead-letters/{entry_id}/replay",
                                                 headers=ADMIN)) == (404, "not_found"), entry_id
     page = await client.get("/admin")  # the page is code only: its data needs the key
     assert page.status == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert await redis.hlen(keys.DEAD_REPLAYS) == 0
+    assert not [p for p in partitions_of(DEFAULT_PARTITIONS) if await redis.hlen(p.replays)]

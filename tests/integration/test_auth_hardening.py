@@ -34,6 +34,7 @@ from tests.integration.auth_support import (
 )
 from tests.integration.edge_support import EdgeClient
 from tests.integration.test_edge_api import error_of
+from tests.support.jobs import queued_jobs
 from tokenwire import keys
 from tokenwire.apikeys import ApiKey
 from tokenwire.edge.access_log import redacted
@@ -74,11 +75,11 @@ async def test_a_revoked_keys_conversation_tokens_spend_nothing(edge: EdgeClient
     revoked = await edge.delete(f"/v1/admin/keys/{created['key_id']}",
                                 headers=bearer(ADMIN_KEY))
     assert revoked.status == 200
-    jobs_before = await redis.xlen(keys.JOBS)
+    jobs_before = await queued_jobs(redis)
     for model in ("simulated", "any-expensive-model"):
         refused = await post_turn(edge, "kill-switch", chat["token"], model=model)
         assert await error_of(refused) == (401, "invalid_api_key")
-    assert await redis.xlen(keys.JOBS) == jobs_before  # nothing enqueued, unmetered or not
+    assert await queued_jobs(redis) == jobs_before  # nothing enqueued, unmetered or not
 
 
 async def test_an_open_conversation_socket_does_not_outlive_its_token(edge: EdgeClient) -> None:
@@ -108,7 +109,7 @@ async def test_only_served_models_run_whoever_asks(edge: EdgeClient, redis: Redi
     chat = await conversation(edge, key, id="models")
     from_browser = await post_turn(edge, "models", chat["token"], model="o1-pro")
     assert await error_of(from_browser) == (422, "model_not_found")
-    assert await redis.xlen(keys.JOBS) == 0
+    assert await queued_jobs(redis) == 0
     await create(edge, key, {"prompt": "x"})  # the default model is served
 
 
@@ -146,7 +147,7 @@ async def test_the_demo_stand_in_answers_only_at_localhost_or_an_ip(
         body = {"prompt": "x"} if path == "/demo/streams" else {}
         response = await demo.post(path, json=body, headers=rebound)
         assert await error_of(response) == (403, "demo_host_not_allowed"), path
-    assert await redis.xlen(keys.JOBS) == 0
+    assert await queued_jobs(redis) == 0
     for host in ("localhost:8080", "127.0.0.1:8080", "[::1]:8080"):
         response = await demo.post("/demo/streams", json={"prompt": "x"}, headers={"Host": host})
         assert response.status == 202, host
@@ -189,7 +190,7 @@ async def test_a_lone_surrogate_is_a_400_on_every_json_route(
     key = (await new_key(edge))["key"]
     response = await edge.post(path, json=body, headers=bearer(key))
     assert response.status == 400, await response.text()
-    assert await redis.xlen(keys.JOBS) == 0
+    assert await queued_jobs(redis) == 0
 
 
 def test_the_access_log_redacts_a_percent_encoded_token_name() -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from aiohttp import WSMsgType
-from redis.asyncio import Redis
 
 from tests.conftest import running_worker
 from tests.integration.auth_support import (
@@ -31,11 +30,16 @@ from tests.integration.edge_support import EdgeClient, assemble
 from tests.integration.test_edge_api import error_of
 from tokenwire.conversations import ConversationStore
 from tokenwire.jobs import Job
+from tokenwire.redis_client import RedisClient
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
 from tokenwire.worker.providers import Delta, UpstreamError
 
 __all__ = ["edge", "edge_settings", "worker"]  # fixtures, from auth_support
+
+
+#: Conversations keep each change on one slot; on a cluster too.
+pytestmark = pytest.mark.both_backends
 
 
 async def new_conversation(edge: EdgeClient, key: str, **body: Any) -> dict[str, Any]:
@@ -93,7 +97,7 @@ async def test_a_conversation_keeps_each_turn_once(edge: EdgeClient, worker: Non
     assert again["created"] is False and len((await history(edge, "chat-1", key))["messages"]) == 4
 
 
-async def test_the_job_carries_the_history(edge: EdgeClient, redis: Redis,
+async def test_the_job_carries_the_history(edge: EdgeClient, redis: RedisClient,
                                            edge_settings: Settings) -> None:
     key = (await new_key(edge))["key"]
     await new_conversation(edge, key, id="remember", system="You are terse.")
@@ -134,7 +138,7 @@ async def test_one_turn_at_a_time(edge: EdgeClient, worker: None) -> None:
     assert [m["content"] for m in messages if m["role"] == "user"] == ["a long question", "now"]
 
 
-async def test_a_cancelled_answer_is_kept_as_delivered(edge: EdgeClient, redis: Redis,
+async def test_a_cancelled_answer_is_kept_as_delivered(edge: EdgeClient, redis: RedisClient,
                                                        edge_settings: Settings) -> None:
     key = (await new_key(edge))["key"]
     created = await new_conversation(edge, key, id="stop-me")
@@ -161,7 +165,7 @@ async def _idle(edge: EdgeClient, conversation_id: str, key: str) -> bool:
     return (await history(edge, conversation_id, key))["active"] is None
 
 
-async def test_a_failed_answer_adds_nothing(edge: EdgeClient, redis: Redis,
+async def test_a_failed_answer_adds_nothing(edge: EdgeClient, redis: RedisClient,
                                             edge_settings: Settings) -> None:
     key = (await new_key(edge))["key"]
     await new_conversation(edge, key, id="fails")
@@ -228,7 +232,7 @@ async def test_bad_messages_change_nothing(edge: EdgeClient, body: dict[str, Any
 
 @pytest.mark.parametrize("body", [{"token_ttl_seconds": "600"}, {"system": 5},
                                   {"token_scopes": "read"}])
-async def test_bad_conversations_are_refused(edge: EdgeClient, redis: Redis,
+async def test_bad_conversations_are_refused(edge: EdgeClient, redis: RedisClient,
                                              body: dict[str, Any]) -> None:
     key = (await new_key(edge))["key"]
     response = await edge.post("/v1/conversations", json={"id": "never", **body},
@@ -263,7 +267,7 @@ async def test_a_plain_get_of_the_websocket_url_is_a_clear_400(edge: EdgeClient)
         assert await error_of(response) == (400, "websocket_required")
 
 
-async def test_history_drops_the_oldest_whole_turns(redis: Redis, edge_settings: Settings,
+async def test_history_drops_the_oldest_whole_turns(redis: RedisClient, edge_settings: Settings,
                                                     aiohttp_client: Any) -> None:
     from tokenwire.edge.app import create_app
 
@@ -289,7 +293,7 @@ async def test_history_drops_the_oldest_whole_turns(redis: Redis, edge_settings:
     assert sum(len(m["content"]) for m in kept) <= 1000
 
 
-async def test_settling_twice_appends_once(redis: Redis, edge_settings: Settings,
+async def test_settling_twice_appends_once(redis: RedisClient, edge_settings: Settings,
                                            edge: EdgeClient, worker: None) -> None:
     """Two edges (two stores) and the worker race to settle the same ended turn."""
     key = (await new_key(edge))["key"]
@@ -298,7 +302,11 @@ async def test_settling_twice_appends_once(redis: Redis, edge_settings: Settings
     tenant = "acme"
     stores = [ConversationStore(redis, edge_settings) for _ in range(2)]
     streams = StreamStore(redis, edge_settings)
-    # the worker may have settled already; roll the turn back to active to race it again
+    async def settled_by_the_worker() -> bool:  # after its terminal write: not at once
+        return len((await history(edge, "race", key))["messages"]) == 2
+
+    await eventually(settled_by_the_worker, 10)
+    # roll the turn back to active to race it again
     await redis.hset(_record_key(tenant, "race"), mapping={"active": turn["id"]})
     await redis.rpop(_record_key(tenant, "race") + ":messages")
     results = await asyncio.gather(*[

@@ -1,5 +1,8 @@
-"""The hub on the standalone live source, against a real Valkey: one pub/sub
-connection, every local subscriber fed, nothing leaked, faults signalled."""
+"""The hub against a real Valkey and a real Valkey Cluster, over the live
+source the edge picks for each (``app.live_source_for``): one pub/sub
+connection (on a cluster: one per master with subscribed channels), every
+local subscriber fed, nothing leaked, faults signalled. The cluster's own
+faults (failover, slot moves) are ``test_cluster_live``'s."""
 
 from __future__ import annotations
 
@@ -9,22 +12,28 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from tests.integration.test_store import started
 from tests.support.live import Recorder, cancellation_storm
 from tests.support.waiting import eventually
 from tokenwire import keys
+from tokenwire.edge.app import live_source_for
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.redis_live import RedisLiveSource
 from tokenwire.events import dumps
-from tokenwire.redis_client import create_redis
+from tokenwire.redis_client import RedisClient, create_redis
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, PendingEvent, StreamStore
 
 
 @pytest.fixture
-async def hub(redis: Redis) -> AsyncIterator[Hub]:
-    hub = Hub(RedisLiveSource(redis, keepalive=0.2))
+async def hub(redis: RedisClient) -> AsyncIterator[Hub]:
+    """The hub over the edge's live source for the backend (standalone: with a
+    quick keep-alive, for the silent-connection test)."""
+    source = RedisLiveSource(redis, keepalive=0.2) if isinstance(redis, Redis) \
+        else live_source_for(redis)
+    hub = Hub(source)
     hub.start()
     await hub.wait_connected()
     yield hub
@@ -35,15 +44,32 @@ async def append(store: StreamStore, attempt: Attempt, seq: int, text: str) -> N
     await store.append(attempt, seq, [PendingEvent("token", dumps({"content": text}), text)])
 
 
+async def pubsub_connections(redis: RedisClient) -> int:
+    """Pub/sub connections the server(s) hold (every master of a cluster)."""
+    if not isinstance(redis, RedisCluster):
+        return len(await redis.client_list(_type="pubsub"))
+    return sum([len(await redis.client_list(_type="pubsub", target_nodes=node))
+                for node in redis.get_primaries()])
+
+
+async def shard_channels(redis: RedisClient) -> int:
+    """Sharded channels subscribed on the server(s) (every master of a cluster)."""
+    if not isinstance(redis, RedisCluster):
+        return len(await redis.pubsub_shardchannels())
+    return sum([len(await redis.pubsub_shardchannels(target_nodes=node))
+                for node in redis.get_primaries()])
+
+
+@pytest.mark.both_backends
 async def test_concurrent_first_subscribers_of_many_streams_all_receive(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     """Concurrent first subscribes on a fresh client (connecting takes a
     while) are all confirmed and fed."""
     store = StreamStore(redis, settings)
     attempts = [await started(store) for _ in range(20)]
     fresh = create_redis(settings)  # no idle connections: connecting takes a while
-    hub = Hub(RedisLiveSource(fresh))
+    hub = Hub(live_source_for(fresh))
     hub.start()
     await hub.wait_connected()
     recorders = [Recorder() for _ in attempts for _ in range(3)]
@@ -62,22 +88,24 @@ async def test_concurrent_first_subscribers_of_many_streams_all_receive(
     assert hub.channels == 0  # every subscriber left: every channel unsubscribed
 
 
+@pytest.mark.both_backends
 async def test_the_hub_holds_one_connection_whatever_the_subscribers(
-    redis: Redis, settings: Settings, hub: Hub
+    redis: RedisClient, settings: Settings, hub: Hub
 ) -> None:
     store = StreamStore(redis, settings)
     attempts = [await started(store) for _ in range(30)]
     async with contextlib.AsyncExitStack() as stack:
         await asyncio.gather(*(stack.enter_async_context(hub.subscribe(a.stream_id, Recorder()))
                                for a in attempts for _ in range(5)))
-        clients = await redis.client_list(_type="pubsub")
-        assert len(clients) == 1
+        masters = len(redis.get_primaries()) if isinstance(redis, RedisCluster) else 1
+        assert await pubsub_connections(redis) == masters  # 30 streams: on every master
         assert hub.subscribers == 150 and hub.channels == 30
-        assert len(await redis.pubsub_shardchannels()) == 30
+        assert await shard_channels(redis) == 30
 
 
+@pytest.mark.both_backends
 async def test_a_poisoned_live_message_does_not_stop_the_next_one(
-    redis: Redis, settings: Settings, hub: Hub
+    redis: RedisClient, settings: Settings, hub: Hub
 ) -> None:
     store = StreamStore(redis, settings)
     attempt = await started(store)
@@ -132,14 +160,15 @@ async def test_a_silent_pubsub_connection_is_found_by_its_keepalive(
         assert (await recorder.next()).seq == 2
 
 
+@pytest.mark.both_backends
 async def test_subscribers_cancelled_at_any_point_leave_nothing_behind(
-    redis: Redis, settings: Settings, hub: Hub
+    redis: RedisClient, settings: Settings, hub: Hub
 ) -> None:
     store = StreamStore(redis, settings)
     await cancellation_storm(hub, [(await started(store)).stream_id for _ in range(8)])
 
     async def none_left() -> bool:  # the commander catches up with the hang-ups
-        return not hub.redis_channels and not await redis.pubsub_shardchannels()
+        return not hub.redis_channels and not await shard_channels(redis)
 
     await eventually(none_left, 5, 0.02)
     assert hub.subscribers == 0 and hub.channels == 0

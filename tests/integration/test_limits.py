@@ -27,6 +27,7 @@ from tests.integration.auth_support import (
 )
 from tests.integration.edge_support import EdgeClient, read_events
 from tests.integration.test_edge_api import error_of, reconnect_notice
+from tests.support.jobs import queued_jobs
 from tests.support.streams import begin_attempt, new_job
 from tokenwire import keys
 from tokenwire.edge.app import create_app
@@ -64,18 +65,19 @@ async def test_the_model_allowlist(edge: EdgeClient, redis: Redis) -> None:
     response = await edge.post("/v1/streams", json={"prompt": "x", "model": "gpt-4o"},
                                headers=bearer(key))
     assert await error_of(response) == (422, "model_not_allowed")
-    assert await redis.xlen(keys.JOBS) == 0
+    assert await queued_jobs(redis) == 0
     await create(edge, key, {"prompt": "x"})  # the default model (simulated) is allowed
     await create(edge, key, {"prompt": "x", "model": "simulated"})
 
 
+@pytest.mark.both_backends
 async def test_max_running_never_overshoots_and_slots_come_back(
     edge: EdgeClient, redis: Redis, edge_settings: Settings
 ) -> None:
     key = (await new_key(edge, max_running=3))["key"]
     responses = await create_many(edge, 25, key)
     assert await refusals(responses) == {(202, ""): 3, (429, "max_running_exceeded"): 22}
-    assert await redis.xlen(keys.JOBS) == 3
+    assert await queued_jobs(redis) == 3
     admitted = [(await r.json())["id"] for r in responses if r.status == 202]
     # A queued stream cancelled by its tenant frees its slot at once.
     cancelled = await edge.post(f"/v1/streams/{admitted[0]}/cancel", headers=bearer(key))
@@ -97,6 +99,7 @@ def created_key_id(key: str) -> str:
     return key.split("_")[1]
 
 
+@pytest.mark.both_backends
 async def test_a_leaked_running_slot_heals_by_itself(edge: EdgeClient, redis: Redis) -> None:
     key = (await new_key(edge, max_running=2))["key"]
     running = keys.key_running(created_key_id(key))
@@ -107,6 +110,7 @@ async def test_a_leaked_running_slot_heals_by_itself(edge: EdgeClient, redis: Re
     assert await redis.zscore(running, "crashed-edge-1") is None
 
 
+@pytest.mark.both_backends
 async def test_workers_refresh_the_slots_they_run(redis: Redis, settings: Settings) -> None:
     limiter = KeyLimiter(redis, settings)
     running = keys.key_running("k" * 16)
@@ -117,6 +121,7 @@ async def test_workers_refresh_the_slots_they_run(redis: Redis, settings: Settin
     assert await redis.zscore(running, "ended") is None  # a released slot stays released
 
 
+@pytest.mark.both_backends
 async def test_requests_per_minute_never_overshoots(edge: EdgeClient) -> None:
     key = (await new_key(edge, requests_per_minute=5))["key"]
     responses = await create_many(edge, 20, key)
@@ -125,6 +130,7 @@ async def test_requests_per_minute_never_overshoots(edge: EdgeClient) -> None:
     assert 50 <= int(refused.headers["Retry-After"]) <= 60
 
 
+@pytest.mark.both_backends
 async def test_tokens_per_minute_are_counted_by_the_worker(
     edge: EdgeClient, redis: Redis, edge_settings: Settings
 ) -> None:
@@ -163,6 +169,7 @@ async def store_job(store: StreamStore) -> str:
     return job.stream_id
 
 
+@pytest.mark.both_backends
 async def test_open_connections_never_overshoot_across_edges(
     redis: Redis, edge_settings: Settings, aiohttp_client: ClientFactory
 ) -> None:
@@ -207,17 +214,19 @@ async def test_open_connections_never_overshoot_across_edges(
 async def test_a_full_queue_never_overshoots(
     redis: Redis, redis_url: str, aiohttp_client: ClientFactory
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=5)))
+    client = await aiohttp_client(create_app(make_settings(redis_url, max_queue_length=5,
+                                                             job_partitions=1)))
     responses = await create_many(client, 30)
     assert await refusals(responses) == {(202, ""): 5, (429, "queue_full"): 25}
-    assert await redis.xlen(keys.JOBS) == 5
+    assert await queued_jobs(redis) == 5
     assert len([k async for k in redis.scan_iter("tw:{*}:meta")]) == 5  # refused: no record
 
 
 async def test_a_refused_enqueue_takes_its_admission_back(
     redis: Redis, redis_url: str, aiohttp_client: ClientFactory
 ) -> None:
-    client = await aiohttp_client(create_app(auth_settings(redis_url, max_queue_length=1)))
+    client = await aiohttp_client(create_app(auth_settings(redis_url, max_queue_length=1,
+                                                           job_partitions=1)))
     created = await new_key(client, max_running=5, requests_per_minute=5)
     await create(client, created["key"])
     assert await refusals(await create_many(client, 3, created["key"])) == {

@@ -8,6 +8,7 @@ OpenAI-compatible server, the real edge, a real Valkey."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -412,3 +413,51 @@ async def test_a_slow_consumer_moves_slow_consumers_lag_events_and_merged_frames
     assert moved(before, after, "tokenwire_edge_delivery_lag_seconds_count", transport="sse") \
         == moved(before, after, "tokenwire_edge_events_sent_total", transport="sse")
     assert moved(before, after, "tokenwire_edge_slow_consumers_total") == 1
+
+
+async def test_readiness_lists_the_job_partitions_the_intake_cannot_read(
+    redis: Redis, settings: Settings, aiohttp_client: ClientFactory
+) -> None:
+    """A partition whose master is down (its reads fail) is listed; the worker
+    stays ready while it reads any, and is not once it reads none."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from tokenwire.jobqueue import Delivery, JobQueue, Partition
+    from tokenwire.worker.intake import Intake
+    from tokenwire.worker.probes import IntakeState
+
+    queue = JobQueue(redis, "probe-test", 60_000, 2)
+    await queue.ensure_groups()
+    down: set[str] = set()
+    read_new = queue.read_new
+
+    async def read_unless_down(partition: Partition, count: int) -> list[Delivery]:
+        if partition.stream in down:
+            raise RedisConnectionError("its master is down")
+        return await read_new(partition, count)
+
+    queue.read_new = read_unless_down  # type: ignore[method-assign]
+    state = IntakeState()
+    state.partitions = len(queue.partitions)
+    state.started()
+    intake = Intake(queue, 0.0, 60.0, state.partition_read)  # every take sweeps all
+    client = await aiohttp_client(probe_app(lambda: b"", state, redis))
+
+    async def readiness_after_sweeps() -> tuple[int, dict[str, Any]]:
+        for _ in queue.partitions:  # each sweep starts one partition further
+            with contextlib.suppress(RedisConnectionError):
+                await intake.take(1)
+        response = await client.get("/readyz")
+        return response.status, await response.json()
+
+    assert await readiness_after_sweeps() == (200, {"status": "ready",
+                                                    "unreadable_partitions": []})
+    down.add(queue.partitions[0].stream)
+    assert await readiness_after_sweeps() == (200, {
+        "status": "ready", "unreadable_partitions": [queue.partitions[0].stream]})
+    down.update(p.stream for p in queue.partitions)
+    assert await readiness_after_sweeps() == (503, {
+        "status": "no_partition_readable",
+        "unreadable_partitions": sorted(p.stream for p in queue.partitions)})
+    down.clear()
+    assert (await readiness_after_sweeps())[0] == 200

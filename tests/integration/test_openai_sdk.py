@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from tests.conftest import running_worker
 from tests.integration.auth_support import bearer, edge_settings, new_key
 from tests.integration.edge_support import EdgeClient
+from tests.support.jobs import queued_jobs
 from tokenwire.edge.app import create_app
 from tokenwire.jobs import Job
 from tokenwire.settings import Settings
@@ -190,7 +191,7 @@ async def test_unsupported_parameters_are_refused(clients: list[AsyncOpenAI], re
             model="simulated", messages=[{"role": "user", "content": "x"}], **params)
     assert refused.value.code == "unsupported_parameter"
     assert refused.value.param == param and param in refused.value.message
-    assert await redis.xlen("tw:jobs") == 0  # nothing was enqueued
+    assert await queued_jobs(redis) == 0  # nothing was enqueued
 
 
 async def test_errors_have_openai_shape(edges: list[EdgeClient], clients: list[AsyncOpenAI]
@@ -228,7 +229,7 @@ async def test_values_are_refused_unless_of_their_type(clients: list[AsyncOpenAI
         await clients[0].responses.create(model="simulated", input="x",
                                           extra_body={"max_output_tokens": "5"})
     assert refused.value.param == "max_output_tokens"
-    assert await redis.xlen("tw:jobs") == 0  # nothing was enqueued
+    assert await queued_jobs(redis) == 0  # nothing was enqueued
 
 
 # --- the Responses API, background mode ---------------------------------------------------

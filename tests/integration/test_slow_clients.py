@@ -15,6 +15,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
+from tests.support.jobs import queued_jobs
 from tests.support.processes import free_port
 from tokenwire.edge.app import create_app
 from tokenwire.edge.server import EdgeRunner
@@ -100,7 +101,7 @@ async def test_a_body_that_dribbles_in_gets_408(edge: Address, redis: Redis) -> 
         writer.close()
     assert head.startswith(b"HTTP/1.1 408 Request Timeout")
     assert answer["error"]["code"] == "request_timeout"
-    assert await redis.xlen("tw:jobs") == 0  # nothing was enqueued
+    assert await queued_jobs(redis) == 0  # nothing was enqueued
 
 
 async def test_idle_keepalive_connections_and_long_responses_are_not_cut(
@@ -139,4 +140,4 @@ async def test_json_nested_too_deep_is_a_400(edge: Address, redis: Redis, depth:
     assert head.startswith(b"HTTP/1.1 400"), head
     assert answer["error"]["code"] == "malformed_json"
     assert "nested deeper than 32" in answer["error"]["message"]
-    assert await redis.xlen("tw:jobs") == 0
+    assert await queued_jobs(redis) == 0

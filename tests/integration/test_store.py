@@ -1,13 +1,14 @@
-"""The Redis data model and its scripts, against a real Valkey server."""
+"""The Redis data model and its scripts, against a real Valkey server and a
+real Valkey Cluster."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from redis.asyncio import Redis
 
-from tests.conftest import make_settings
+from tests.conftest import SettingsFactory
+from tests.support.jobs import queued_jobs
 from tests.support.streams import begin_attempt, new_job
 from tokenwire import keys
 from tokenwire.errors import (
@@ -20,8 +21,11 @@ from tokenwire.errors import (
 )
 from tokenwire.events import dumps
 from tokenwire.jobs import Job
+from tokenwire.redis_client import RedisClient
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, Dead, NoWork, PendingEvent, StreamStore
+
+pytestmark = pytest.mark.both_backends
 
 
 def token(content: str) -> PendingEvent:
@@ -37,18 +41,18 @@ async def started(store: StreamStore, job: Job | None = None) -> Attempt:
     return attempt
 
 
-async def test_create_records_a_queued_stream_and_enqueues_the_job(redis: Redis,
+async def test_create_records_a_queued_stream_and_enqueues_the_job(redis: RedisClient,
                                                                    settings: Settings) -> None:
     store = StreamStore(redis, settings)
     job = new_job()
     assert await store.create(job, None, "fp") == job.stream_id
     meta = await store.meta(job.stream_id)
     assert meta is not None and meta.status == "queued" and meta.epoch is None
-    assert await redis.xlen(keys.JOBS) == 1
+    assert await queued_jobs(redis, settings.job_partitions) == 1
     assert 0 < await redis.ttl(keys.meta(job.stream_id)) <= settings.meta_ttl_seconds
 
 
-async def test_begin_writes_start_as_seq_1_of_a_new_epoch(redis: Redis, settings: Settings
+async def test_begin_writes_start_as_seq_1_of_a_new_epoch(redis: RedisClient, settings: Settings
                                                           ) -> None:
     store = StreamStore(redis, settings)
     attempt = await started(store)
@@ -58,7 +62,7 @@ async def test_begin_writes_start_as_seq_1_of_a_new_epoch(redis: Redis, settings
                                    "epoch": attempt.epoch, "attempt": 1}
 
 
-async def test_appends_are_numbered_and_the_text_matches_the_cursor(redis: Redis,
+async def test_appends_are_numbered_and_the_text_matches_the_cursor(redis: RedisClient,
                                                                     settings: Settings) -> None:
     store = StreamStore(redis, settings)
     attempt = await started(store)
@@ -72,7 +76,9 @@ async def test_appends_are_numbered_and_the_text_matches_the_cursor(redis: Redis
     assert entry_ids == ["1-0", "2-0", "3-0", "4-0"]
 
 
-async def test_a_retried_append_is_not_written_twice(redis: Redis, settings: Settings) -> None:
+async def test_a_retried_append_is_not_written_twice(
+    redis: RedisClient, settings: Settings
+) -> None:
     store = StreamStore(redis, settings)
     attempt = await started(store)
     await store.append(attempt, 2, [token("once")])
@@ -81,7 +87,7 @@ async def test_a_retried_append_is_not_written_twice(redis: Redis, settings: Set
     assert snap is not None and snap.text == "once" and snap.meta.last_seq == 2
 
 
-async def test_a_seq_that_is_not_last_plus_one_is_refused(redis: Redis, settings: Settings
+async def test_a_seq_that_is_not_last_plus_one_is_refused(redis: RedisClient, settings: Settings
                                                           ) -> None:
     store = StreamStore(redis, settings)
     attempt = await started(store)
@@ -94,7 +100,7 @@ async def test_a_seq_that_is_not_last_plus_one_is_refused(redis: Redis, settings
     assert snap is not None and snap.text == "a"
 
 
-async def test_a_superseded_attempt_is_fenced(redis: Redis, settings: Settings) -> None:
+async def test_a_superseded_attempt_is_fenced(redis: RedisClient, settings: Settings) -> None:
     store = StreamStore(redis, settings)
     old = await started(store)
     await store.append(old, 2, [token("old text")])
@@ -107,9 +113,10 @@ async def test_a_superseded_attempt_is_fenced(redis: Redis, settings: Settings) 
     assert snap.text == "" and snap.meta.epoch == new.epoch and snap.meta.last_seq == 1
 
 
-async def test_terminal_event_ends_the_stream_and_sets_ttls(redis: Redis, redis_url: str
-                                                            ) -> None:
-    settings = make_settings(redis_url, events_ttl_seconds=5, meta_ttl_seconds=600)
+async def test_terminal_event_ends_the_stream_and_sets_ttls(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    settings = settings_factory(events_ttl_seconds=5, meta_ttl_seconds=600)
     store = StreamStore(redis, settings)
     attempt = await started(store)
     done = dumps({"finish_reason": "stop", "tokens": 0})
@@ -125,7 +132,7 @@ async def test_terminal_event_ends_the_stream_and_sets_ttls(redis: Redis, redis_
     await store.append(attempt, 2, [PendingEvent("done", done)], final_status="done")
 
 
-async def test_cancel_of_a_queued_stream_ends_it_at_once(redis: Redis, settings: Settings
+async def test_cancel_of_a_queued_stream_ends_it_at_once(redis: RedisClient, settings: Settings
                                                          ) -> None:
     store = StreamStore(redis, settings)
     job = new_job()
@@ -140,7 +147,7 @@ async def test_cancel_of_a_queued_stream_ends_it_at_once(redis: Redis, settings:
     assert await begin_attempt(store, job.stream_id, "w1") == NoWork("cancelled")
 
 
-async def test_cancel_of_a_running_stream_is_seen_by_its_next_append(redis: Redis,
+async def test_cancel_of_a_running_stream_is_seen_by_its_next_append(redis: RedisClient,
                                                                      settings: Settings) -> None:
     store = StreamStore(redis, settings)
     attempt = await started(store)
@@ -149,30 +156,34 @@ async def test_cancel_of_a_running_stream_is_seen_by_its_next_append(redis: Redi
     assert (await store.append(attempt, 3, [token("b")])).cancel_requested
 
 
-async def test_idempotency_key_returns_the_first_stream(redis: Redis, settings: Settings) -> None:
+async def test_idempotency_key_returns_the_first_stream(
+    redis: RedisClient, settings: Settings
+) -> None:
     store = StreamStore(redis, settings)
     first = await store.create(new_job(), "order-17", "fp-a")
     again = await store.create(new_job(), "order-17", "fp-a")
     assert again == first
-    assert await redis.xlen(keys.JOBS) == 1
+    assert await queued_jobs(redis, settings.job_partitions) == 1
     with pytest.raises(InvalidValue):
         await store.create(new_job(), "order-17", "fp-b")
 
 
-async def test_a_full_queue_refuses_new_jobs_and_writes_nothing(redis: Redis,
-                                                                redis_url: str) -> None:
-    store = StreamStore(redis, make_settings(redis_url, max_queue_length=1))
+async def test_a_full_queue_refuses_new_jobs_and_writes_nothing(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    settings = settings_factory(max_queue_length=1, job_partitions=1)
+    store = StreamStore(redis, settings)
     await store.create(new_job(), None, "fp")
     job = new_job()
     with pytest.raises(OverLimit):
         await store.create(job, "key", "fp")
     assert await store.meta(job.stream_id) is None
-    assert await redis.xlen(keys.JOBS) == 1
+    assert await queued_jobs(redis, settings.job_partitions) == 1
     assert await redis.get(keys.idempotency("key")) is None
 
 
 async def test_append_many_writes_each_stream_and_reports_each_outcome(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     store = StreamStore(redis, settings)
     first, second = await started(store), await started(store)
@@ -188,7 +199,7 @@ async def test_append_many_writes_each_stream_and_reports_each_outcome(
 
 
 async def test_an_attempt_that_wrote_only_start_is_continued_without_reset(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     store = StreamStore(redis, settings)
     first = await started(store)
@@ -199,8 +210,10 @@ async def test_an_attempt_that_wrote_only_start_is_continued_without_reset(
         await store.append(first, 2, [token("late")])
 
 
-async def test_continue_mode_keeps_the_epoch_and_its_text(redis: Redis, redis_url: str) -> None:
-    store = StreamStore(redis, make_settings(redis_url, recovery_mode="continue"))
+async def test_continue_mode_keeps_the_epoch_and_its_text(
+    redis: RedisClient, settings_factory: SettingsFactory
+) -> None:
+    store = StreamStore(redis, settings_factory(recovery_mode="continue"))
     first = await started(store)
     await store.append(first, 2, [token("Hello, ")], tokens_delta=2)
     second = await begin_attempt(store, first.stream_id, "w2")
@@ -213,9 +226,9 @@ async def test_continue_mode_keeps_the_epoch_and_its_text(redis: Redis, redis_ur
 
 
 async def test_a_job_out_of_attempts_ends_its_stream_with_an_error(
-    redis: Redis, redis_url: str
+    redis: RedisClient, settings_factory: SettingsFactory
 ) -> None:
-    store = StreamStore(redis, make_settings(redis_url, max_attempts=2))
+    store = StreamStore(redis, settings_factory(max_attempts=2))
     job = new_job()
     await store.create(job, None, "fp")
     for owner in ("w1", "w2"):
@@ -229,7 +242,7 @@ async def test_a_job_out_of_attempts_ends_its_stream_with_an_error(
 
 
 async def test_a_second_queue_entry_for_the_same_stream_does_not_run(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     store = StreamStore(redis, settings)
     job = new_job()
@@ -238,7 +251,7 @@ async def test_a_second_queue_entry_for_the_same_stream_does_not_run(
 
 
 async def test_a_lost_record_is_rebuilt_only_when_the_worker_says_so(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     store = StreamStore(redis, settings)
     job = new_job()
@@ -254,7 +267,7 @@ async def test_a_lost_record_is_rebuilt_only_when_the_worker_says_so(
 
 
 async def test_an_unwatched_stream_with_cancel_after_is_cancelled_at_its_next_write(
-    redis: Redis, settings: Settings
+    redis: RedisClient, settings: Settings
 ) -> None:
     store = StreamStore(redis, settings)
     watched, unwatched = new_job(idle_cancel_ms=300), new_job(idle_cancel_ms=300)

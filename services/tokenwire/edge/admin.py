@@ -24,7 +24,7 @@ from tokenwire.edge.bodies import read_json_object
 from tokenwire.edge.handlers import invalid, stream_id_of
 from tokenwire.edge.pages import admin_asset, admin_page
 from tokenwire.edge.submit import cancel
-from tokenwire.errors import KeyNotFound, MalformedRequest, NotFound
+from tokenwire.errors import KeyNotFound, MalformedRequest
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 # --- the console's API ----------------------------------------------------------------
 
-_ENTRY_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})$")
-_MOST_ENTRY_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit integer
 #: ASCII digits only, and few: ``str.isdigit`` takes "²", which ``int`` refuses.
 _LIMIT = re.compile(r"^[0-9]{1,6}$")
 
@@ -70,12 +68,6 @@ def _limit(request: web.Request, default: int, most: int) -> int:
     if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= most:
         raise MalformedRequest("bad_limit", f"limit must be a whole number from 1 to {most}")
     return int(raw)
-
-
-def _is_entry_id(entry_id: str) -> bool:
-    matched = _ENTRY_ID.fullmatch(entry_id)
-    return matched is not None and all(int(part) <= _MOST_ENTRY_PART
-                                       for part in matched.groups())
 
 
 async def live_streams(request: web.Request) -> web.Response:
@@ -97,6 +89,7 @@ async def journal(request: web.Request) -> web.Response:
 async def dead_letters(request: web.Request) -> web.Response:
     request.app[appkeys.AUTH].check_admin(request)
     listed = await operations.dead_letters(request.app[appkeys.REDIS],
+                                           request.app[appkeys.SETTINGS].job_partitions,
                                            _limit(request, 20, 200))
     return web.json_response({"dead_letters": listed})
 
@@ -105,11 +98,10 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
     """201 with the new stream; 200 with the same stream when it was replayed before."""
     app = request.app
     app[appkeys.AUTH].check_admin(request)
-    entry_id = request.match_info["entry_id"]
-    if not _is_entry_id(entry_id):  # Redis would refuse it (a 500)
-        raise NotFound("not_found", "no dead letter with this id")
+    entry_id = request.match_info["entry_id"]  # checked by ``operations.replay``
     stream_id, replayed = await operations.replay(
-        app[appkeys.REDIS], app[appkeys.STORE], entry_id, app[appkeys.TRACING].headers() or None)
+        app[appkeys.REDIS], app[appkeys.STORE], entry_id, app[appkeys.SETTINGS].job_partitions,
+        app[appkeys.TRACING].headers() or None)
     if replayed:
         log.info("dead letter replayed (admin)",
                  extra={"dead_letter": entry_id, "stream_id": stream_id})

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from tokenwire.apikeys import KeyStore
@@ -16,11 +16,13 @@ from tokenwire.edge import keys as appkeys
 from tokenwire.edge.auth import Authenticator, KeyCache, auth_problem
 from tokenwire.edge.broker import RedisBroker
 from tokenwire.edge.census import PROTOCOLS, ViewerCensus
+from tokenwire.edge.cluster_live import ClusterLiveSource
 from tokenwire.edge.connections import ConnectionLeases
 from tokenwire.edge.errors import error_middleware
 from tokenwire.edge.hub import Hub
 from tokenwire.edge.instrumentation import metrics_middleware, tracing_middleware
 from tokenwire.edge.keepalive import Heartbeat
+from tokenwire.edge.live import LiveSource
 from tokenwire.edge.metrics import EdgeMetrics
 from tokenwire.edge.redis_live import RedisLiveSource
 from tokenwire.edge.redis_watch import RedisWatch
@@ -29,7 +31,7 @@ from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.jobqueue import queue_figures
 from tokenwire.journal import Journal
 from tokenwire.limits import KeyLimiter
-from tokenwire.redis_client import create_redis
+from tokenwire.redis_client import RedisClient, create_redis
 from tokenwire.redis_clock import RedisClock
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
@@ -43,7 +45,7 @@ class InsecureSettings(ValueError):
     """The edge would be open to anyone without saying so (see ``auth_problem``)."""
 
 
-def create_app(settings: Settings, redis: Redis | None = None, *,
+def create_app(settings: Settings, redis: RedisClient | None = None, *,
                tracing: Tracing = NO_TRACING) -> web.Application:
     """Build the edge. ``redis`` lets a caller share its client (it stays the caller's).
     Refuses (``InsecureSettings``) to build an edge without auth unless auth is
@@ -65,13 +67,23 @@ def create_app(settings: Settings, redis: Redis | None = None, *,
     return app
 
 
-def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
+def live_source_for(redis: RedisClient) -> LiveSource:
+    """The hub's live source for ``redis``'s mode: one pub/sub connection per
+    node that owns subscribed channels on a cluster, one pub/sub connection
+    otherwise (standalone, or the master Sentinel names). The hub above it,
+    and everything that delivers, is the same in every mode."""
+    if isinstance(redis, RedisCluster):
+        return ClusterLiveSource(redis)
+    return RedisLiveSource(redis)
+
+
+def _redis_context(shared: RedisClient | None):  # type: ignore[no-untyped-def]
     async def context(app: web.Application) -> AsyncIterator[None]:
         # Nothing here waits for Redis: the edge starts (unready) while it is down.
         settings = app[appkeys.SETTINGS]
         redis = shared if shared is not None else create_redis(
             settings, "tw-edge", settings.edge_redis_max_connections)
-        hub = Hub(RedisLiveSource(redis), settings.idle_resync_seconds)
+        hub = Hub(live_source_for(redis), settings.idle_resync_seconds)
         store = StreamStore(redis, settings)
         conversations = ConversationStore(redis, settings)
         viewers = ViewerReporter(store, settings.watch_touch_seconds)
@@ -116,7 +128,7 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
                  start_supervised("sse-heartbeat", heartbeat.run),
                  start_supervised("ws-heartbeat", ws_heartbeat.run)]
         yield
-        watch.stop()
+        await watch.close()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -129,7 +141,7 @@ def _redis_context(shared: Redis | None):  # type: ignore[no-untyped-def]
     return context
 
 
-def _observe(app: web.Application, redis: Redis, hub: Hub, watch: RedisWatch, *,
+def _observe(app: web.Application, redis: RedisClient, hub: Hub, watch: RedisWatch, *,
              census: ViewerCensus, clock: RedisClock) -> None:
     """What operators see of this edge: metrics read at scrape time, the viewer
     census, Redis' clock, the journal."""
@@ -142,7 +154,7 @@ def _observe(app: web.Application, redis: Redis, hub: Hub, watch: RedisWatch, *,
     metrics.watch_viewers(lambda protocol: census.by_protocol[protocol], PROTOCOLS,
                           lambda: len(census.viewers))
     metrics.watch_redis(lambda: 1.0 if watch.reachable else 0.0)
-    metrics.watch_queue(lambda: queue_figures(redis))
+    metrics.watch_queue(lambda: queue_figures(redis, app[appkeys.SETTINGS].job_partitions))
 
 
 async def start_draining(app: web.Application) -> None:

@@ -23,6 +23,8 @@ import logging
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from redis.exceptions import MovedError
+
 from tokenwire.edge.hub import Hub, LiveSubscriber
 from tokenwire.edge.position import Position, Read
 from tokenwire.events import Event
@@ -72,10 +74,20 @@ class RedisBroker:
         return await self._store.meta(stream_id)
 
     async def snapshot(self, stream_id: str) -> Snapshot | None:
-        return await self._store.snapshot(stream_id)
+        try:
+            return await self._store.snapshot(stream_id)
+        except MovedError:  # see ``read``
+            return await self._store.snapshot(stream_id)
 
     async def read(self, stream_id: str, after_seq: int, count: int) -> Page:
-        return await self._store.read_page(stream_id, after_seq, count)
+        try:
+            return await self._store.read_page(stream_id, after_seq, count)
+        except MovedError:
+            # Cluster: the slot moved (a migration, a failover). A transaction
+            # does not follow MOVED — it ran nothing — but the client has
+            # pointed the slot at its new master: once more, now, rather than
+            # the client's hold of a second for an outage (this is not one).
+            return await self._store.read_page(stream_id, after_seq, count)
 
     def subscribe(self, stream_id: str, subscriber: LiveSubscriber
                   ) -> AbstractAsyncContextManager[None]:

@@ -19,9 +19,8 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
-from redis.asyncio import Redis
-
 from tokenwire import keys
+from tokenwire.redis_client import RedisClient
 
 #: The delivery protocols, as the ``tokenwire_edge_viewers`` gauge labels them.
 PROTOCOLS = ("sse", "ws", "chat_completions", "responses", "ui_chat", "conversation_ws")
@@ -30,7 +29,7 @@ MAX_REPORTED = 20_000
 
 
 class ViewerCensus:
-    def __init__(self, redis: Redis, address: str, expiry_seconds: float = 5.0) -> None:
+    def __init__(self, redis: RedisClient, address: str, expiry_seconds: float = 5.0) -> None:
         self._redis = redis
         self.edge_id = keys.new_edge_id()
         self._address = address

@@ -7,7 +7,6 @@ import contextlib
 import weakref
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from tokenwire.apikeys import KeyStore
 from tokenwire.conversations import ConversationStore
@@ -24,13 +23,14 @@ from tokenwire.edge.redis_watch import RedisWatch
 from tokenwire.edge.viewers import ViewerReporter
 from tokenwire.journal import Journal
 from tokenwire.limits import KeyLimiter
+from tokenwire.redis_client import RedisClient
 from tokenwire.redis_clock import RedisClock
 from tokenwire.settings import Settings
 from tokenwire.store import StreamStore
 from tokenwire.tracing import Tracing
 
 SETTINGS = web.AppKey("settings", Settings)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 STORE = web.AppKey("store", StreamStore)
 HUB = web.AppKey("hub", Hub)
 BROKER: web.AppKey[Broker] = web.AppKey("broker")

@@ -8,19 +8,21 @@ seconds: while a console is open, every edge reports its viewers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from typing import Any, cast
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from tokenwire import keys
 from tokenwire.apikeys import LIMIT_FIELDS, KeyStore
 from tokenwire.errors import NotFound
+from tokenwire.jobqueue import Partition, dead_letter_of, partitions_of
 from tokenwire.jobs import Job
 from tokenwire.limits import TOKEN_WINDOW_MS
+from tokenwire.redis_client import RedisClient
 from tokenwire.redis_clock import RedisClock
 from tokenwire.store import TERMINAL_STATUSES, StreamStore
 
@@ -39,7 +41,7 @@ def _int(value: str | None) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
-async def edges(redis: Redis) -> list[dict[str, Any]]:
+async def edges(redis: RedisClient) -> list[dict[str, Any]]:
     """The edges that reported recently, with their census."""
     now_ms = int(time.time() * 1000)
     await redis.zremrangebyscore(keys.EDGES, "-inf", now_ms - EDGE_STALE_MS)
@@ -53,7 +55,7 @@ async def edges(redis: Redis) -> list[dict[str, Any]]:
     return sorted(reports, key=lambda report: str(report.get("address")))
 
 
-async def live_streams(redis: Redis, clock: RedisClock, limit: int) -> dict[str, Any]:
+async def live_streams(redis: RedisClient, clock: RedisClock, limit: int) -> dict[str, Any]:
     """Unfinished streams (newest first, at most ``limit``) with their figures
     and viewers across edges; opens the census for ``CONSOLE_OPEN_MS``."""
     await redis.set(keys.CONSOLE_OPEN, "1", px=CONSOLE_OPEN_MS)
@@ -105,20 +107,31 @@ def _row(stream_id: str, meta: dict[str, str | None], now_ms: float, now_us: flo
     }
 
 
-async def dead_letters(redis: Redis, limit: int) -> list[dict[str, Any]]:
-    """The newest dead letters: what failed and whether it was replayed (never
-    the prompt: an operator sees figures, not a tenant's text)."""
+async def dead_letters(redis: RedisClient, partitions: int, limit: int
+                       ) -> list[dict[str, Any]]:
+    """The newest dead letters over every partition (and the legacy stream),
+    newest first: what failed and whether it was replayed (never the prompt:
+    an operator sees figures, not a tenant's text)."""
+    per_partition = await asyncio.gather(*(_dead_letters_of(redis, partition, limit)
+                                           for partition in partitions_of(partitions)))
+    merged = [row for rows in per_partition for row in rows]
+    merged.sort(key=lambda row: row["at_ms"] or 0, reverse=True)
+    return merged[:limit]
+
+
+async def _dead_letters_of(redis: RedisClient, partition: Partition, limit: int
+                           ) -> list[dict[str, Any]]:
     entries = cast(list[tuple[str, dict[str, str]]],
-                   await redis.xrevrange(keys.DEAD_JOBS, count=limit))
+                   await redis.xrevrange(partition.dead, count=limit))
     replays: list[str | None] = []
     if entries:
         replays = cast(list[str | None], await redis.hmget(
-            keys.DEAD_REPLAYS, [entry_id for entry_id, _ in entries]))
+            partition.replays, [entry_id for entry_id, _ in entries]))
     listed = []
     for (entry_id, fields), replayed_as in zip(entries, replays, strict=True):
         job = _job_of(fields)
         listed.append({
-            "id": entry_id, "stream_id": fields.get("stream_id"),
+            "id": partition.dead_letter_id(entry_id), "stream_id": fields.get("stream_id"),
             "reason": fields.get("reason"), "at_ms": _int(fields.get("at")),
             "tenant": job.tenant if job else None, "key_id": job.key_id if job else None,
             "model": job.model if job else None, "replayed_as": replayed_as,
@@ -133,36 +146,51 @@ def _job_of(fields: dict[str, str]) -> Job | None:
         return None
 
 
-async def replay(redis: Redis, store: StreamStore, entry_id: str,
-                 trace: dict[str, str] | None) -> tuple[str, bool]:
+async def replay(redis: RedisClient, store: StreamStore, dead_letter_id: str,
+                 partitions: int, trace: dict[str, str] | None) -> tuple[str, bool]:
     """Run a dead-lettered job again, as a new stream (the old one ended with
-    its ``error``, and a terminal event is final). Idempotent: a dead letter
-    is replayed once; asking again answers the same stream (``False``: it
-    existed). A conversation's turn is replayed as a plain stream (its
-    conversation moved on). Not counted against the key's limits: an
-    operator's decision; the queue limit applies."""
-    if (existing := cast(str | None, await redis.hget(keys.DEAD_REPLAYS, entry_id))):
+    its ``error``, and a terminal event is final), queued on the dead letter's
+    own partition (its new stream id is drawn to hash there). Idempotent: a
+    dead letter is replayed once (recorded beside it, in its partition's
+    slot); asking again answers the same stream (``False``: it existed). A
+    conversation's turn is replayed as a plain stream (its conversation moved
+    on). Not counted against the key's limits: an operator's decision; the
+    queue limit applies."""
+    if (found := dead_letter_of(dead_letter_id, partitions)) is None:
+        raise NotFound("not_found", "no dead letter with this id")
+    partition, entry_id = found
+    if (existing := cast(str | None, await redis.hget(partition.replays, entry_id))):
         return existing, False
     entries = cast(list[tuple[str, dict[str, str]]],
-                   await redis.xrange(keys.DEAD_JOBS, min=entry_id, max=entry_id))
+                   await redis.xrange(partition.dead, min=entry_id, max=entry_id))
     job = _job_of(entries[0][1]) if entries else None
     if job is None:
         raise NotFound("not_found", "no dead letter with this id")
     again = job.model_copy(update={
-        "stream_id": keys.new_stream_id(), "created_at_ms": int(time.time() * 1000),
-        "conversation": None, "trace": trace})
-    if not await redis.hsetnx(keys.DEAD_REPLAYS, entry_id, again.stream_id):
-        winner = cast(str, await redis.hget(keys.DEAD_REPLAYS, entry_id))
+        "stream_id": _stream_id_in(partition, partitions),
+        "created_at_ms": int(time.time() * 1000), "conversation": None, "trace": trace})
+    if not await redis.hsetnx(partition.replays, entry_id, again.stream_id):
+        winner = cast(str, await redis.hget(partition.replays, entry_id))
         return winner, False  # a concurrent replay won
     try:
         await store.create(again, None, "")
     except BaseException:
-        await redis.hdel(keys.DEAD_REPLAYS, entry_id)  # not replayed: may be asked again
+        await redis.hdel(partition.replays, entry_id)  # not replayed: may be asked again
         raise
     return again.stream_id, True
 
 
-async def usage(redis: Redis, key_store: KeyStore) -> list[dict[str, Any]]:
+def _stream_id_in(partition: Partition, partitions: int) -> str:
+    """A new stream id whose job goes to ``partition`` (any, for the legacy
+    stream): ``partitions`` draws on average."""
+    while True:
+        stream_id = keys.new_stream_id()
+        if partition.index is None or keys.job_partition_of(stream_id, partitions) == \
+                partition.index:
+            return stream_id
+
+
+async def usage(redis: RedisClient, key_store: KeyStore) -> list[dict[str, Any]]:
     """Every API key with its limits and what it uses now, across all edges."""
     records = await key_store.list()
     now_ms = int(time.time() * 1000)

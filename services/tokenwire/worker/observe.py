@@ -55,7 +55,7 @@ class JobTelemetry:
         self._delivery = delivery
         self._job = job
         self._model = worker.metrics.model_label(job.model)
-        self.context = {"stream_id": job.stream_id, "job_id": delivery.entry_id}
+        self.context = {"stream_id": job.stream_id, "job_id": delivery.ref}
         self.attempts = 0
 
     @contextlib.contextmanager
@@ -63,12 +63,13 @@ class JobTelemetry:
         """The job's span: a child of the request that created it, if traced."""
         attributes = {
             "messaging.system": "redis", "messaging.operation.type": "process",
-            "messaging.destination.name": keys.JOBS,
+            # the partition; the span's name keeps the queue's (a low-cardinality name)
+            "messaging.destination.name": self._delivery.partition.stream,
             "messaging.consumer.group.name": keys.WORKERS_GROUP,
             "messaging.message.id": self._delivery.entry_id,
             "tokenwire.stream_id": self._job.stream_id,
         }
-        with self._worker.tracing.span(f"process {keys.JOBS}", "consumer", attributes,
+        with self._worker.tracing.span(f"process {keys.LEGACY_JOBS}", "consumer", attributes,
                                        parent=self._job.trace) as span:
             yield span
 

@@ -3,7 +3,11 @@
 Kubernetes probe it.
 
 - ``/readyz`` — ready to take jobs: the intake loop runs (started, not
-  stopping) and Redis answers a ``PING`` now. A worker whose Redis is away
+  stopping), Redis answers a ``PING`` now (in a cluster: one node, redis-py's
+  default node), and the last read of at least one job partition succeeded.
+  The partitions whose last read failed (their master is down or failing
+  over) are listed in the answer; with some of them readable the worker is
+  still ready — it takes the others' jobs. A worker whose Redis is away
   stays alive and holds its jobs, but is not ready.
 - ``/healthz`` — alive: the intake loop is not stuck. It turns at least once
   per blocking read (``read_block_ms``) or Redis timeout, so a loop that has
@@ -25,9 +29,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
-from redis.asyncio import Redis
 
-from tokenwire.redis_client import TRANSPORT_ERRORS
+from tokenwire.redis_client import TRANSPORT_ERRORS, RedisClient
 
 #: An intake loop that has not turned for this long is stuck.
 STUCK_AFTER_SECONDS = 60.0
@@ -43,6 +46,19 @@ class IntakeState:
         self.running = False
         self._beat_at = clock()
         self._waiting_for_slot = False
+        self.partitions = 0  # how many it reads (the worker sets it)
+        self.unreadable: set[str] = set()  # partitions (streams) whose last read failed
+
+    def partition_read(self, stream: str, ok: bool) -> None:
+        """The intake's read of one partition succeeded, or failed."""
+        if ok:
+            self.unreadable.discard(stream)
+        else:
+            self.unreadable.add(stream)
+
+    @property
+    def reads_any(self) -> bool:
+        return len(self.unreadable) < self.partitions or not self.partitions
 
     def started(self) -> None:
         self.running = True
@@ -73,7 +89,7 @@ class IntakeState:
 
 METRICS_RENDER: web.AppKey[Callable[[], bytes]] = web.AppKey("render")
 INTAKE = web.AppKey("intake", IntakeState)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -89,17 +105,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if not request.app[INTAKE].running:
+    intake = request.app[INTAKE]
+    if not intake.running:
         return web.json_response({"status": "not_taking_jobs"}, status=503)
     try:
         async with asyncio.timeout(PING_TIMEOUT_SECONDS):
             await request.app[REDIS].ping()
     except (TimeoutError, *TRANSPORT_ERRORS):
         return web.json_response({"status": "redis_unreachable"}, status=503)
-    return web.json_response({"status": "ready"})
+    unreadable = sorted(intake.unreadable)
+    if not intake.reads_any:
+        return web.json_response({"status": "no_partition_readable",
+                                  "unreadable_partitions": unreadable}, status=503)
+    return web.json_response({"status": "ready", "unreadable_partitions": unreadable})
 
 
-def probe_app(render: Callable[[], bytes], intake: IntakeState, redis: Redis
+def probe_app(render: Callable[[], bytes], intake: IntakeState, redis: RedisClient
               ) -> web.Application:
     app = web.Application()
     app[METRICS_RENDER] = render

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIRST_DELAY = 0.05
-MAX_DELAY = 2.0
+#: A failover (a new master in ~1-2 s) is noticed within this; a long outage
+#: costs one cheap refused connect per job this often.
+MAX_DELAY = 0.5
 
 
 async def until_redis_answers(call: Callable[[], Awaitable[T]], give_up_at: float, what: str,

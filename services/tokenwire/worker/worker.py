@@ -1,6 +1,8 @@
 """The worker: one class, a visible lifecycle — ``startup``, the intake loop, ``shutdown``.
 
-- Concurrency is bounded: the loop only reads as many jobs as it has free slots.
+- Concurrency is bounded: the loop only reads as many jobs as it has free slots,
+  from the job partitions ``intake`` picks (woken ones at once, every one now
+  and then; the legacy ``tw:jobs`` too).
 - Every job runs in a task kept in ``_tasks``; its outcome is logged.
 - A job is acknowledged only after its terminal event is written.
 - Jobs whose worker died are reclaimed with ``XAUTOCLAIM`` and run as a new
@@ -18,8 +20,8 @@
   deadline (``upstream_deadline_seconds`` from its start): its Redis calls are
   retried until Redis answers (``retrying``), and a record Redis lost is
   rebuilt from the job (``begin``'s ``recreate``).
-- The helper tasks (claim refresher, cancel listener) run supervised: a
-  failure is logged and the helper restarts.
+- The helper tasks (claim refresher, the pub/sub listener of cancels and
+  wake-ups) run supervised: a failure is logged and the helper restarts.
 - ``burst=True`` runs until the queue is empty: tests finish without sleeps.
 - What operators see of it — metrics, trace spans, the operations journal,
   one log line per finished generation — is ``observe``'s; ``intake`` tells
@@ -32,28 +34,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from tokenwire import keys
 from tokenwire.buffers import make_buffer
 from tokenwire.conversations import ConversationStore
 from tokenwire.errors import FencedWrite, OutOfCapacity, StreamLost, WriteRejected
-from tokenwire.jobqueue import Delivery, JobQueue, is_missing_group
+from tokenwire.jobqueue import Delivery, JobQueue
 from tokenwire.jobs import Job
 from tokenwire.journal import Journal
 from tokenwire.limits import KeyLimiter
-from tokenwire.redis_client import TRANSPORT_ERRORS
+from tokenwire.redis_client import TRANSPORT_ERRORS, RedisClient
 from tokenwire.redis_clock import RedisClock
 from tokenwire.settings import Settings
 from tokenwire.store import Attempt, Dead, NoWork, StreamStore
 from tokenwire.supervision import start_supervised
 from tokenwire.tracing import NO_TRACING, Tracing
+from tokenwire.worker.broadcasts import Broadcasts
 from tokenwire.worker.generation import Ending, Generation, UpstreamPolicy
+from tokenwire.worker.intake import Intake
 from tokenwire.worker.metrics import WorkerMetrics
 from tokenwire.worker.observe import JobTelemetry, WorkerTelemetry
 from tokenwire.worker.probes import IntakeState
@@ -75,7 +77,7 @@ def _outcome(ending: Ending, generation: Generation) -> str:
 
 class Worker:
     def __init__(
-        self, redis: Redis, settings: Settings, provider: Provider, *, burst: bool = False,
+        self, redis: RedisClient, settings: Settings, provider: Provider, *, burst: bool = False,
         metrics: WorkerMetrics | None = None, tracing: Tracing = NO_TRACING,
     ) -> None:
         self._redis = redis
@@ -84,11 +86,20 @@ class Worker:
         self._burst = burst
         self._store = StreamStore(redis, settings)
         self._conversations = ConversationStore(redis, settings)
-        self._queue = JobQueue(redis, settings.consumer_name, settings.worker_claim_timeout_ms)
+        self._queue = JobQueue(redis, settings.consumer_name, settings.worker_claim_timeout_ms,
+                               settings.job_partitions)
+        self.intake = IntakeState()  # for the probes
+        self.intake.partitions = len(self._queue.partitions)
+        # Burst mode looks at every partition each time: it ends when all are empty.
+        self._intake = Intake(self._queue, 0.0 if burst else settings.read_block_ms / 1000,
+                              self._reclaim_interval(), self.intake.partition_read)
+        self._broadcasts = Broadcasts(redis, self._cancel_local, self._intake.wake,
+                                      self._intake.sweep_soon)
         # Token counts share the appends' pipeline (see ``limits``).
         self._limiter = KeyLimiter(redis, settings, self._store.batcher)
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # job entry id -> its task
-        # job entry id -> (API key id, stream id): running slots to keep alive
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # delivery ref -> its task
+        self._deliveries: dict[str, Delivery] = {}  # delivery ref -> the job it runs
+        # delivery ref -> (API key id, stream id): running slots to keep alive
         self._slots: dict[str, tuple[str, str]] = {}
         self._generations: dict[str, Generation] = {}  # stream id -> live generation
         self._slot_freed = asyncio.Event()
@@ -103,7 +114,6 @@ class Worker:
         self.clock = RedisClock(redis)
         self._telemetry = WorkerTelemetry(self.metrics, tracing, Journal(redis), self.clock,
                                           settings=settings, provider_name=provider.name)
-        self.intake = IntakeState()
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -115,15 +125,13 @@ class Worker:
             await self.shutdown()
 
     async def startup(self) -> None:
-        await self._queue.ensure_group()
+        await self._queue.ensure_groups()
         await self.clock.sample()
         await self._store.load_scripts()
         await self._conversations.load_scripts()
         await self._limiter.load_scripts()
-        self._helpers = [
-            start_supervised("refresh-claims", self._refresh_claims),
-            start_supervised("cancel-listener", self._listen_for_cancels),
-        ]
+        self._helpers = [start_supervised("refresh-claims", self._refresh_claims)]
+        self._broadcasts.start()
         self.intake.started()
         log.info("worker started", extra={"consumer": self._queue.consumer,
                                           "provider": self._provider.name})
@@ -143,13 +151,15 @@ class Worker:
             _, pending = await asyncio.wait(
                 tasks, timeout=self._settings.worker_shutdown_grace_seconds
             )
+            unfinished = [self._deliveries[task.get_name()] for task in pending]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             # Still pending in the group: hand them over now, not after the claim timeout.
             with contextlib.suppress(*TRANSPORT_ERRORS, ResponseError):
-                await self._queue.release([task.get_name() for task in pending])
+                await self._queue.release(unfinished)
         self._closing = True
+        await self._broadcasts.close()
         for helper in self._helpers:
             helper.cancel()
         for outcome in await asyncio.gather(*self._helpers, return_exceptions=True):
@@ -160,7 +170,6 @@ class Worker:
     # --- intake -------------------------------------------------------------------
 
     async def _intake_loop(self) -> None:
-        next_reclaim = 0.0
         while not self._stopping.is_set():
             self.intake.beat()
             free = self._settings.worker_concurrency - len(self._tasks)
@@ -169,48 +178,23 @@ class Worker:
                 with self.intake.waiting_for_a_slot():
                     await self._wait_for(self._slot_freed)
                 continue
-            deliveries: list[Delivery] = []
             try:
-                if time.monotonic() >= next_reclaim:
-                    deliveries = await self._queue.reclaim(free)
-                    next_reclaim = time.monotonic() + self._reclaim_interval()
-                if not deliveries:
-                    block = 1 if self._burst else self._settings.read_block_ms
-                    deliveries = await self._unless_stopped(self._queue.read_new(free, block))
+                deliveries = await self._intake.take(free)
             except TRANSPORT_ERRORS as exc:
                 log.warning("redis unavailable, retrying: %s", exc)
                 await self._wait_for(self._stopping, 1.0)
                 continue
-            except ResponseError as exc:
-                if not is_missing_group(exc):
-                    raise
-                log.warning("the consumer group is gone (Redis restarted empty?): recreating")
-                await self._queue.ensure_group()
-                continue
             for delivery in deliveries:
                 self._start(delivery)
-            if self._burst and not deliveries and not self._tasks:
-                return
-            if self._burst and not deliveries:
+            if deliveries:
+                continue  # a partition may hold more
+            if self._burst:
+                if not self._tasks:
+                    return
                 self._slot_freed.clear()
                 await self._wait_for(self._slot_freed, 0.05)
-
-    async def _unless_stopped(self, read: Coroutine[Any, Any, list[Delivery]]) -> list[Delivery]:
-        """Run a blocking read, abandoning it as soon as ``stop()`` is called. Jobs
-        an abandoned read was given by Redis before the cancel are not lost: they
-        sit pending on this consumer and are reclaimed after the claim timeout."""
-        reading = asyncio.create_task(read)
-        stopping = asyncio.create_task(self._stopping.wait())
-        try:
-            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if reading.done():
-            return reading.result()
-        reading.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reading
-        return []
+                continue
+            await self._intake.wait(self._stopping)
 
     def _reclaim_interval(self) -> float:
         return max(0.05, self._settings.worker_claim_timeout_ms / 2000)
@@ -221,14 +205,25 @@ class Worker:
                 await event.wait()
 
     def _start(self, delivery: Delivery) -> None:
-        entry_id = delivery.entry_id
-        task = asyncio.create_task(self._process(delivery), name=entry_id)
-        self._tasks[entry_id] = task
+        ref = delivery.ref
+        if ref in self._tasks:
+            # Our own job, reclaimed by us: its claim went stale while Redis was
+            # away (the refresh failed). It is running; the reclaim refreshed it.
+            # A second task would fence the first, and the two would take it from
+            # each other until its attempts ran out.
+            log.info("reclaimed a job this worker is running; it goes on",
+                     extra={"job_id": ref})
+            return
+        task = asyncio.create_task(self._process(delivery), name=ref)
+        self._tasks[ref] = task
+        self._deliveries[ref] = delivery
         task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task.get_name(), None)
-        self._slots.pop(task.get_name(), None)
+        if self._tasks.get(task.get_name()) is task:
+            del self._tasks[task.get_name()]
+            self._deliveries.pop(task.get_name(), None)
+            self._slots.pop(task.get_name(), None)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job task failed", exc_info=task.exception(),
@@ -239,13 +234,13 @@ class Worker:
     async def _process(self, delivery: Delivery) -> None:
         job = delivery.job
         if job is None:
-            log.error("unreadable job dropped", extra={"job_id": delivery.entry_id})
-            await self._queue.ack(delivery.entry_id)
+            log.error("unreadable job dropped", extra={"job_id": delivery.ref})
+            await self._queue.ack(delivery)
             return
         telemetry = self._telemetry.job(delivery, job)
         context = telemetry.context
         if job.key_id is not None:
-            self._slots[delivery.entry_id] = (job.key_id, job.stream_id)
+            self._slots[delivery.ref] = (job.key_id, job.stream_id)
         deadline = time.monotonic() + self._settings.upstream_deadline_seconds
         try:
             with telemetry.span():
@@ -273,8 +268,8 @@ class Worker:
                 break
             if isinstance(began, Dead):
                 log.error("job failed %d times: dead-lettered", began.attempts, extra=context)
-                await self._dead_letter(job, delivery.entry_id,
-                                        last_failure or "attempts_exhausted", deadline, telemetry)
+                await self._dead_letter(job, delivery, last_failure or "attempts_exhausted",
+                                        deadline, telemetry)
                 break
             log.info("generation started", extra={**context, "attempt": began.attempt,
                                                   "continued": began.last_seq > 1,
@@ -307,8 +302,7 @@ class Worker:
                 last_failure = ending.code
                 continue
             if ending.kind == "error":
-                await self._dead_letter(job, delivery.entry_id, ending.code, deadline,
-                                        telemetry)
+                await self._dead_letter(job, delivery, ending.code, deadline, telemetry)
             self.jobs_finished += 1
             break
         else:
@@ -321,18 +315,17 @@ class Worker:
         await self._until_redis(lambda: self._limiter.release(job.key_id, job.stream_id),
                                   deadline, "release", telemetry)
         await self._until_redis(lambda: self._store.deactivate(job.stream_id), deadline,
-                                  "deactivate", telemetry)
+                                "deactivate", telemetry)
         if (conversation := job.conversation) is not None:
             await self._until_redis(
                 lambda: self._conversations.settle(job.tenant, conversation, job.stream_id,
                                                    self._store),
                 deadline, "settle", telemetry)
-        await self._until_redis(lambda: self._queue.ack(delivery.entry_id), deadline,
-                                  "ack", telemetry)
+        await self._until_redis(lambda: self._queue.ack(delivery), deadline, "ack", telemetry)
 
-    async def _dead_letter(self, job: Job, entry_id: str, reason: str, deadline: float,
+    async def _dead_letter(self, job: Job, delivery: Delivery, reason: str, deadline: float,
                            telemetry: JobTelemetry) -> None:
-        await self._until_redis(lambda: self._store.dead_letter(job, entry_id, reason),
+        await self._until_redis(lambda: self._store.dead_letter(job, delivery, reason),
                                 deadline, "dead-letter", telemetry)
         await telemetry.dead_lettered(reason)
 
@@ -382,7 +375,7 @@ class Worker:
         while not self._closing:
             await asyncio.sleep(wait)
             try:
-                await self._queue.refresh(list(self._tasks))
+                await self._queue.refresh(list(self._deliveries.values()))
                 await self._limiter.refresh_running(list(self._slots.values()))
                 await self.clock.sample()  # queue waits are measured on Redis' clock
                 wait = interval
@@ -390,20 +383,6 @@ class Worker:
                 # Again soon: when Redis is back, claim before anyone reclaims.
                 log.warning("claim refresh failed: %s", exc)
                 wait = min(interval, 0.5)
-
-    async def _listen_for_cancels(self) -> None:
-        """Cancels published by any edge reach the worker running that stream."""
-        while not self._closing:
-            try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(keys.CANCEL_CHANNEL)
-                    while not self._closing:
-                        message = await pubsub.get_message(timeout=1.0)
-                        if message is not None:
-                            self._cancel_local(str(message["data"]))
-            except TRANSPORT_ERRORS as exc:
-                log.warning("cancel listener reconnecting: %s", exc)
-                await asyncio.sleep(1.0)
 
     def _cancel_local(self, stream_id: str) -> None:
         generation = self._generations.get(stream_id)
