@@ -37,7 +37,7 @@ DESIGNS = ("tokenwire", "raw", "naive")
 #: How deployments scale Tokenwire: beside its single-process figures.
 SCALED = ("tokenwire-cluster", "tokenwire-2edges")
 #: Optional variants, compared only when asked for (--designs).
-VARIANTS = ("tokenwire-uvloop",)
+VARIANTS = ("tokenwire-uvloop", "tokenwire-nometrics")
 
 
 @dataclass
@@ -134,6 +134,9 @@ def run_one(scenario: Scenario, design: str, target: Target, logs: Path) -> Resu
             edges = [Child(f"edge{i}", ["-m", "tokenwire", "edge", "--port", str(port)], logs,
                            {"TOKENWIRE_REDIS_URL": url, "TOKENWIRE_REDIS_MODE": mode,
                             "TOKENWIRE_LOG_LEVEL": "WARNING", "TOKENWIRE_EVENT_LOOP": loop,
+                            # The delivery path's per-frame observations (lag, time to
+                            # first token), off to measure what they cost.
+                            "TOKENWIRE_DELIVERY_METRICS": str(design != "tokenwire-nometrics"),
                             # Delivery is measured, not the per-connect auth check.
                             "TOKENWIRE_AUTH_DISABLED": "true"})
                      for i, port in enumerate(ports)]

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
         None, description="Bearer key of /metrics (a scraper's credential, which cannot "
         "mint API keys); unset: the admin key")
     metrics_public: bool = Field(False, description="serve /metrics to anyone")
+    delivery_metrics: bool = Field(
+        True, description="observe each frame's delivery lag and each client's time to first "
+        "token on an edge (off: only events sent are counted on the hot path)")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS and the WebSocket check")
     key_cache_seconds: float = Field(

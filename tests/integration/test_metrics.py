@@ -20,15 +20,18 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tests.conftest import auth_settings
+from tests.conftest import auth_settings, make_settings
 from tests.integration.auth_support import ADMIN, ClientFactory, bearer, new_key
 from tests.integration.edge_support import EdgeClient
 from tests.support import fake_openai
+from tests.support.streams import new_job
 from tests.support.waiting import eventually
 from tokenwire import keys
 from tokenwire.client import ClientEvent, parse_sse
 from tokenwire.edge.app import create_app
+from tokenwire.events import dumps
 from tokenwire.settings import Settings
+from tokenwire.store import Attempt, PendingEvent, StreamStore
 from tokenwire.worker.probes import probe_app, serving
 from tokenwire.worker.providers import OpenAIProvider
 from tokenwire.worker.worker import Worker
@@ -92,6 +95,14 @@ async def follow(edge: EdgeClient, path: str, last_event_id: str | None = None
     return response.status, await events_of(response.content)
 
 
+async def create_stream(edge: EdgeClient, key: str, prompt: str) -> dict[str, Any]:
+    response = await edge.post("/v1/streams", json={"prompt": prompt, "model": "fake"},
+                               headers=bearer(key))
+    assert response.status == 202
+    created: dict[str, Any] = await response.json()
+    return created
+
+
 async def events_of(lines: aiohttp.StreamReader) -> list[ClientEvent]:
     return [ClientEvent(i or "", t, json.loads(d)) async for i, t, d in parse_sse(lines)]
 
@@ -108,11 +119,7 @@ async def test_a_scripted_run_moves_each_metric_by_what_happened(
             session, worker_metrics + "/metrics")
 
         async def create(prompt: str) -> dict[str, Any]:
-            response = await edge.post("/v1/streams", json={"prompt": prompt, "model": "fake"},
-                                       headers=bearer(key))
-            assert response.status == 202
-            created: dict[str, Any] = await response.json()
-            return created
+            return await create_stream(edge, key, prompt)
 
         normal = await create("a normal answer")
         status, events = await follow(edge, normal["events_url"])
@@ -247,6 +254,165 @@ def test_a_stuck_intake_loop_fails_liveness_unless_it_waits_for_a_slot() -> None
         assert intake.stuck_for() is None
     assert intake.stuck_for() is None
 
+
+
+def edge_made(events: list[ClientEvent]) -> int:
+    """Frames without a Redis append time (no delivery lag): the edge's own
+    ``reset`` and ``snapshot``."""
+    return sum(1 for event in events if event.type in ("reset", "snapshot"))
+
+
+async def test_the_delivery_path_moves_by_what_each_client_was_written(
+    redis: Redis, settings_: Settings, aiohttp_client: ClientFactory, worker_metrics: str
+) -> None:
+    """SSE and WebSocket clients that followed from the start, a cancelled
+    stream, resumes (exact, reset twice, snapshot, 204), a late joiner and the
+    edge's pub/sub connection killed mid-stream: delivery lag, time to first
+    token, resumes, events sent, connections and hub lag events, each by what
+    the clients were written."""
+    edge: EdgeClient = await aiohttp_client(create_app(settings_))
+    key = (await new_key(edge, "acme"))["key"]
+    session = aiohttp.ClientSession()
+    edge_url = str(edge.make_url("/metrics"))
+    frames = {"sse": 0, "ws": 0}  # frames each transport wrote
+    unstamped = 0  # of them, the edge's own (SSE only here)
+    try:
+        before = await scrape(session, edge_url)
+
+        async def create(prompt: str) -> dict[str, Any]:
+            return await create_stream(edge, key, prompt)
+
+        async def sse(path: str, last_event_id: str | None = None) -> list[ClientEvent]:
+            nonlocal unstamped
+            status, events = await follow(edge, path, last_event_id)
+            assert status == 200
+            frames["sse"] += len(events)
+            unstamped += edge_made(events)
+            return events
+
+        # followed from the start (the first token comes 300 ms after the job starts)
+        normal = await create("#first=300 a normal answer")
+        events = await sse(normal["events_url"])
+        assert events[-1].type == "done"
+        over_ws = await create("#first=300 an answer over a websocket")
+        async with edge.ws_connect(over_ws["ws_url"]) as ws:
+            received = [json.loads(message.data) async for message in ws]
+        assert received[-1]["type"] == "done"
+        frames["ws"] += len(received)
+        # cancelled while it streams: its client followed from the start too
+        slow = await create("#first=300 #delay=100 an answer cut short")
+        response = await edge.get(slow["events_url"])
+        async for line in response.content:
+            if line.startswith(b"event: token"):
+                break
+        assert (await edge.post(f"/v1/streams/{slow['id']}/cancel",
+                                headers=bearer(key))).status == 202
+        rest = await events_of(response.content)
+        assert rest[-1].data["finish_reason"] == "cancelled"
+        frames["sse"] += 1 + len(rest)  # the token line read above, then the rest
+        # resumed: exactly after its cursor; another epoch and a cursor ahead (reset)
+        await sse(normal["events_url"], events[2].id)
+        replay = await sse(normal["events_url"], "0ldepoch.5")
+        assert replay[0].type == "reset"
+        ahead = await sse(normal["events_url"], f"{events[0].epoch}.{events[-1].seq + 50}")
+        assert ahead[0].data["reason"] == "cursor_ahead"
+        # history trimmed: reset and a snapshot
+        trimmed = await create("#first=300 an answer whose history is trimmed")
+        kept = await sse(trimmed["events_url"])
+        await redis.xtrim(keys.events(trimmed["id"]), maxlen=3, approximate=False)
+        replay = await sse(trimmed["events_url"], kept[2].id)
+        assert [e.type for e in replay] == ["reset", "snapshot", "done"]
+        # nothing after the final cursor: 204
+        status, _ = await follow(edge, normal["events_url"], events[-1].id)
+        assert status == 204
+        # a late joiner replays from the start: no time to first token of its own
+        await sse(normal["events_url"])
+        # the edge's pub/sub connection killed mid-stream: its subscribers re-read
+        cut = await create("#first=300 #delay=100 an answer across a lost connection")
+        response = await edge.get(cut["events_url"])
+        async for line in response.content:
+            if line.startswith(b"event: token"):
+                break
+        for client in await redis.client_list(_type="pubsub"):
+            if int(client.get("ssub", 0)):  # the hub's (sharded channels), not the worker's
+                await redis.client_kill_filter(_id=client["id"])
+        rest = await events_of(response.content)
+        assert rest[-1].type == "done"
+        frames["sse"] += 1 + len(rest)
+        after = await scrape(session, edge_url)
+    finally:
+        await session.close()
+
+    def e(name: str, **labels: str) -> float:
+        return moved(before, after, name, **labels)
+
+    assert unstamped == 4  # three resets, one snapshot
+    for transport in ("sse", "ws"):
+        assert e("tokenwire_edge_events_sent_total", transport=transport) == frames[transport]
+        assert e("tokenwire_edge_delivery_lag_seconds_count", transport=transport) == \
+            frames[transport] - (unstamped if transport == "sse" else 0)
+        assert value(after, "tokenwire_edge_connections", transport=transport) == 0
+    assert e("tokenwire_edge_delivery_lag_seconds_sum", transport="sse") > 0
+    # normal, cancelled, trimmed, across the lost connection; not the resumes, not the
+    # late joiner
+    assert e("tokenwire_edge_ttft_seconds_count", transport="sse") == 4
+    assert e("tokenwire_edge_ttft_seconds_count", transport="ws") == 1
+    assert e("tokenwire_edge_ttft_seconds_sum", transport="ws") >= 0.3  # the model's 300 ms
+    assert e("tokenwire_edge_resumes_total", outcome="exact") == 1
+    assert e("tokenwire_edge_resumes_total", outcome="reset") == 2
+    assert e("tokenwire_edge_resumes_total", outcome="snapshot") == 1
+    assert e("tokenwire_edge_resumes_total", outcome="complete") == 1
+    assert e("tokenwire_hub_lag_events_total") >= 1  # one subscriber, signalled (twice)
+
+
+def token(content: str) -> PendingEvent:
+    return PendingEvent("token", dumps({"content": content}), content)
+
+
+async def test_a_slow_consumer_moves_slow_consumers_lag_events_and_merged_frames(
+    redis: Redis, redis_url: str, aiohttp_client: ClientFactory
+) -> None:
+    """A client that stops reading (a small receive window) while its stream
+    grows: its backlog overflows once (a hub lag event), the tokens queued
+    behind the stalled write are merged, and it is let go as a slow consumer."""
+    settings = make_settings(redis_url, client_backlog_chars=1024, slow_consumer_seconds=1.0,
+                             metrics_public=True)
+    edge: EdgeClient = await aiohttp_client(create_app(settings))
+    store = StreamStore(redis, settings)
+    job = new_job("a stream nobody reads")
+    await store.create(job, None, "fp")
+    attempt = await store.begin(job, "1-0", "w1")
+    assert isinstance(attempt, Attempt)
+    before = parse(await (await edge.get("/metrics")).text())
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_connect(stalled, (edge.host, edge.port))
+        await loop.sock_sendall(stalled, f"GET /v1/streams/{job.stream_id}/events HTTP/1.1\r\n"
+                                f"Host: {edge.host}\r\n\r\n".encode())
+
+        async def slow_consumer_let_go() -> bool:
+            samples = parse(await (await edge.get("/metrics")).text())
+            return moved(before, samples, "tokenwire_edge_slow_consumers_total") == 1
+
+        seq = 2  # after ``start``
+        async with asyncio.timeout(20):
+            while not await slow_consumer_let_go():  # never read: the socket fills up
+                batch = [token("merged " * 4) for _ in range(10)] + [token("x" * 32_768)]
+                await store.append(attempt, seq, batch)
+                seq += len(batch)
+                await asyncio.sleep(0.02)
+        after = parse(await (await edge.get("/metrics")).text())
+    finally:
+        stalled.close()
+    assert moved(before, after, "tokenwire_hub_lag_events_total") == 1  # overflowed once
+    assert moved(before, after, "tokenwire_edge_frames_merged_total") > 0
+    # every frame written had its delivery lag observed, merged ones included (once each)
+    assert moved(before, after, "tokenwire_edge_delivery_lag_seconds_count", transport="sse") \
+        == moved(before, after, "tokenwire_edge_events_sent_total", transport="sse")
+    assert moved(before, after, "tokenwire_edge_slow_consumers_total") == 1
 
 
 async def test_readiness_lists_the_job_partitions_the_intake_cannot_read(

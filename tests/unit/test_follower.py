@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
+from tests.support.waiting import until
 from tokenwire.client import ClientEvent, Transcript
 from tokenwire.cursor import Cursor
 from tokenwire.edge.follower import Follower, RecordMissing, StreamComplete
@@ -62,6 +64,39 @@ async def test_a_consumer_slower_than_the_stream_lags_and_catches_up_exactly(
             await asyncio.sleep(0)  # slower than the producer
     await producer
     assert transcript.text == "".join(words) and transcript.terminal is not None
+
+
+async def test_an_overflow_of_the_live_queue_is_told_once_until_it_caught_up(
+    broker: MemoryBroker,
+) -> None:
+    """What the edge counts as a hub lag event: the consumer is level, its queue
+    of 2 overflows by a burst of live events, it re-reads the stream — told
+    once for the burst, and once again for the next burst after it caught up."""
+    stream_id = broker.create()
+    broker.begin(stream_id)
+    lagged: list[None] = []
+    follower = await Follower.open(broker, None, stream_id, None, queue_size=2,
+                                   on_lag=lambda: lagged.append(None))
+    events = follower.events()
+
+    def told(times: int) -> Callable[[], bool]:
+        return lambda: len(lagged) == times
+
+    transcript = Transcript()
+    transcript.apply(client_event(await anext(events)))  # ``start``: level from now on
+    for burst in range(2):
+        await asyncio.sleep(0)  # the generator waits for live events
+        words = [f"{burst}.{i} " for i in range(5)]
+        for word in words:  # no consumer in between: 2 queued, the rest left to a read
+            broker.append(stream_id, word)
+        await until(told(burst + 1))  # dispatched by the hub's reader
+        for _ in words:
+            transcript.apply(client_event(await anext(events)))
+    broker.finish(stream_id)
+    async for event in events:
+        transcript.apply(client_event(event))
+    assert transcript.text == "".join(f"{b}.{i} " for b in range(2) for i in range(5))
+    assert len(lagged) == 2
 
 
 async def test_a_late_joiner_can_start_from_one_snapshot(broker: MemoryBroker) -> None:

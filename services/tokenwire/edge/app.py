@@ -150,7 +150,7 @@ def _observe(app: web.Application, redis: RedisClient, hub: Hub, watch: RedisWat
     app[appkeys.JOURNAL] = Journal(redis)
     metrics = app[appkeys.METRICS]
     metrics.watch_hub(lambda: hub.channels, lambda: hub.subscribers,
-                      lambda: hub.messages_received)
+                      lambda: hub.messages_received, lambda: hub.gap_signals)
     metrics.watch_viewers(lambda protocol: census.by_protocol[protocol], PROTOCOLS,
                           lambda: len(census.viewers))
     metrics.watch_redis(lambda: 1.0 if watch.reachable else 0.0)

@@ -37,6 +37,7 @@ import random
 from contextlib import AbstractAsyncContextManager
 
 from tokenwire.edge.broker import Broker, LiveReader, catch_up
+from tokenwire.edge.delivery_meter import DeliveryMeter, resume_outcome
 from tokenwire.edge.outbox import Outbox
 from tokenwire.edge.position import Live, Position
 from tokenwire.edge.transports import Transport
@@ -73,14 +74,21 @@ class _Ended(Exception):
 class ClientStream(LiveReader):
     """One connection's delivery of one stream (see the module docstring)."""
 
-    __slots__ = ("_behind_since", "_broker", "_busy", "_closing", "_deadline", "_outage_began",
-                 "_outbox", "_settings", "_transport", "_watch", "stream_id")
+    __slots__ = ("_behind_since", "_broker", "_busy", "_closing", "_deadline", "_meter",
+                 "_outage_began", "_outbox", "_resuming", "_settings", "_transport", "_watch",
+                 "stream_id")
 
     def __init__(self, broker: Broker, stream_id: str, position: Position,
                  transport: Transport, settings: Settings, *,
-                 watch: AbstractAsyncContextManager[None] | None = None) -> None:
-        """``watch``: held while following (``viewers.ViewerReporter.watching``)."""
+                 watch: AbstractAsyncContextManager[None] | None = None,
+                 meter: DeliveryMeter | None = None) -> None:
+        """``watch``: held while following (``viewers.ViewerReporter.watching``).
+        ``meter``: told of overflows and of how a resume turned out (the
+        transport reports its writes to it)."""
         super().__init__(position)
+        self._meter = meter
+        # A resume (the client sent a cursor) whose outcome is not known yet.
+        self._resuming = meter is not None and position.cursor is not None
         self._broker = broker
         self.stream_id = stream_id
         self._transport = transport
@@ -152,8 +160,10 @@ class ClientStream(LiveReader):
             self._wake()
 
     def _lag(self) -> None:
-        if self._position.gap():
+        if self._position.gap():  # once until it caught up
             self._wake()
+            if self._meter is not None:
+                self._meter.lagged()
         if self._behind_since is None:
             self._behind_since = asyncio.get_running_loop().time()
             deadline = self._deadline  # a write is in progress: it now has less time
@@ -171,11 +181,14 @@ class ClientStream(LiveReader):
         while self._closing is None:
             if (read := position.next_read()) is not None:
                 try:
-                    for event in await catch_up(self._broker, self.stream_id, position, read):
-                        outbox.push(event)
+                    emitted = await catch_up(self._broker, self.stream_id, position, read)
                 except TRANSPORT_ERRORS as exc:
                     await self._hold(exc)
                     continue
+                for event in emitted:
+                    outbox.push(event)
+                if self._resuming:
+                    self._judge_resume(emitted)
                 self._outage_began = None
                 if position.missing:
                     log.warning("stream record vanished mid-stream",
@@ -188,6 +201,16 @@ class ClientStream(LiveReader):
             elif position.level:
                 return None
         return self._closing
+
+    def _judge_resume(self, emitted: list[Event]) -> None:
+        position = self._position
+        if position.missing:  # the record vanished: no outcome to count
+            self._resuming = False
+            return
+        outcome = resume_outcome(emitted, position.level or position.ended)
+        if outcome is not None and self._meter is not None:
+            self._meter.resumed(outcome)
+            self._resuming = False
 
     async def _flush(self) -> None:
         """Write everything queued, including what is queued meanwhile."""

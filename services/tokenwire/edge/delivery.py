@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 
 from tokenwire.edge import keys as appkeys
 from tokenwire.edge.client_stream import ClientStream, Disconnect
+from tokenwire.edge.delivery_meter import DeliveryMeter
 from tokenwire.edge.errors import WS_NORMAL, WS_SERVICE_RESTART, WS_SLOW_CONSUMER, WS_TRY_AGAIN
 from tokenwire.edge.follower import Follower
 from tokenwire.edge.keepalive import abort_unacknowledged_after
@@ -58,6 +59,15 @@ def drain_retry_ms(settings: Settings) -> int:
     return int(random.uniform(0.05, 1.0) * max(settings.drain_seconds, 0.1) * 1000)
 
 
+def _meter(request: web.Request, follower: Follower, kind: str) -> DeliveryMeter:
+    """The connection's share of the metrics; without Redis' clock (an app
+    without one, or ``delivery_metrics`` off) no lag nor time to first token."""
+    app = request.app
+    clock = app.get(appkeys.CLOCK) if app[appkeys.SETTINGS].delivery_metrics else None
+    return DeliveryMeter(app[appkeys.METRICS], kind, clock,
+                         created_at_ms=follower.created_at_ms)
+
+
 def _started(request: web.Request, follower: Follower,
              transport: SseTransport | WebSocketTransport, kind: str) -> ClientStream:
     """The client's stream, registered where the edge finds it (heartbeat,
@@ -65,7 +75,7 @@ def _started(request: web.Request, follower: Follower,
     for it."""
     app = request.app
     stream = ClientStream(follower.broker, follower.stream_id, follower.position(), transport,
-                          app[appkeys.SETTINGS], watch=follower.watching())
+                          app[appkeys.SETTINGS], watch=follower.watching(), meter=transport.meter)
     app[appkeys.METRICS].connections.labels(kind).inc()
     app[appkeys.HEARTBEAT if kind == "sse" else appkeys.WS_HEARTBEAT].add(transport)
     app[appkeys.LIFECYCLE].join(stream)
@@ -98,8 +108,7 @@ async def send_sse(
     writer = await response.prepare(request)
     assert writer is not None  # a fresh response: prepare returns its writer
     # retry: rides in the first event's block, whichever path writes it first.
-    transport = SseTransport(request, response, writer,
-                             request.app[appkeys.METRICS].events_sent_to("sse"),
+    transport = SseTransport(request, response, writer, _meter(request, follower, "sse"),
                              head=retry_field(jittered_retry_ms(settings.sse_retry_ms)))
     stream, reason = _started(request, follower, transport, "sse"), None
     try:
@@ -136,7 +145,7 @@ async def send_websocket(
         return ws
     abort_unacknowledged_after(request, settings.send_timeout_seconds)
     assert writer is not None  # a fresh response: prepare returns its writer
-    transport = WebSocketTransport(request, ws, writer, app[appkeys.METRICS].events_sent_to("ws"))
+    transport = WebSocketTransport(request, ws, writer, _meter(request, follower, "ws"))
     pump = asyncio.create_task(_pump_websocket(request, ws, follower, transport))
     try:
         async for message in ws:  # the client's messages; ends when it closes

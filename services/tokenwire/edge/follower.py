@@ -54,18 +54,20 @@ class StreamRebuilding(Unavailable):
 class Follower:
     """One stream, checked open for one client from its position."""
 
-    __slots__ = ("_cancel_after", "_cursor", "_queue_size", "_viewers", "_want_snapshot",
-                 "broker", "key_id", "stream_id")
+    __slots__ = ("_cancel_after", "_cursor", "_on_lag", "_queue_size", "_viewers",
+                 "_want_snapshot", "broker", "created_at_ms", "key_id", "stream_id")
 
     def __init__(
         self, broker: Broker, stream_id: str, position: Cursor | None, *,
         want_snapshot: bool = False, viewers: ViewerReporter | None = None,
         cancel_after: float = 0.0, key_id: str | None = None, queue_size: int = 1024,
+        created_at_ms: int | None = None, on_lag: Callable[[], None] | None = None,
     ) -> None:
         """``viewers``: report this client as watching (streams whose job
         cancels them ``cancel_after`` seconds after the last viewer left).
         ``queue_size``: live events ``events()`` holds for a slow consumer
-        before it lags and catches up from the stream."""
+        before it lags and catches up from the stream; ``on_lag`` is called
+        when it does (once until it caught up)."""
         self.broker = broker
         self.stream_id = stream_id
         self._cursor = position
@@ -75,6 +77,11 @@ class Follower:
         self._queue_size = queue_size
         #: the API key that created the stream (its connection limit counts this client)
         self.key_id = key_id
+        #: the stream's creation (Redis' clock) when this client follows it
+        #: from its start (no cursor, no snapshot): its time to first token
+        self.created_at_ms = (created_at_ms if position is None and not want_snapshot
+                              else None)
+        self._on_lag = on_lag
 
     @classmethod
     async def open(
@@ -82,6 +89,7 @@ class Follower:
         position: Cursor | None,
         *, want_snapshot: bool = False, tenant: str | None = None,
         redis_came_back: Callable[[], Awaitable[bool]] | None = None, queue_size: int = 1024,
+        on_lag: Callable[[], None] | None = None,
     ) -> Follower:
         """Check that there is something to follow before a response starts:
         raises ``StreamNotFound`` (404), ``StreamGone`` (410), ``StreamComplete``
@@ -101,7 +109,7 @@ class Follower:
         return cls(broker, stream_id, position, want_snapshot=want_snapshot,
                    viewers=viewers if meta.idle_cancel_ms is not None else None,
                    cancel_after=(meta.idle_cancel_ms or 0) / 1000, key_id=meta.key_id,
-                   queue_size=queue_size)
+                   queue_size=queue_size, created_at_ms=meta.created_at_ms, on_lag=on_lag)
 
     def position(self) -> Position:
         """A fresh position machine at the client's cursor."""
@@ -120,7 +128,7 @@ class Follower:
         transport error when Redis fails (the caller ends its response; the
         client resumes from its cursor)."""
         position = self.position()
-        feed = _Feed(position, self._queue_size)
+        feed = _Feed(position, self._queue_size, self._on_lag)
         watching = self.watching() or contextlib.nullcontext()
         async with self.broker.subscribe(self.stream_id, feed), watching:
             while True:
@@ -143,17 +151,21 @@ class _Feed(LiveReader):
     in a bounded queue for the consumer; when it is full the position lags
     (a read catches up once the consumer has taken what is queued)."""
 
-    __slots__ = ("_queue_size", "queue")
+    __slots__ = ("_on_lag", "_queue_size", "queue")
 
-    def __init__(self, position: Position, queue_size: int) -> None:
+    def __init__(self, position: Position, queue_size: int,
+                 on_lag: Callable[[], None] | None) -> None:
         super().__init__(position)
         self._queue_size = queue_size
+        self._on_lag = on_lag
         self.queue: deque[Event] = deque()
 
     def on_event(self, event: Event) -> None:
         if len(self.queue) >= self._queue_size:
-            if self._position.gap():
+            if self._position.gap():  # once until it caught up
                 self._wake()
+                if self._on_lag is not None:
+                    self._on_lag()
             return
         verdict = self._position.live(event)
         if verdict is Live.SEND:

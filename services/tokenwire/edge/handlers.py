@@ -256,6 +256,7 @@ async def follower_for(
             app[appkeys.BROKER], app[appkeys.VIEWERS], stream_id, position,
             want_snapshot=want_snapshot, tenant=tenant, redis_came_back=redis_came_back,
             queue_size=settings.subscriber_queue_size,
+            on_lag=app[appkeys.METRICS].subscriber_lagged,
         )
     except (StreamComplete, StreamGone) as exc:  # a resume answered before any delivery
         if position is not None:

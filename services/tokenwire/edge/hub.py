@@ -85,6 +85,9 @@ class Hub:
         self._closing = False
         self.messages_received = 0
         self.malformed_messages = 0
+        #: Subscribers told they may have missed events, per live-source gap
+        #: signal or malformed message (not the idle resync's safety net).
+        self.gap_signals = 0
 
     @property
     def channels(self) -> int:
@@ -211,6 +214,7 @@ class Hub:
             event = Event.from_live_message(payload)
         except ValueError as exc:  # never fatal: the stream in Redis stays the truth
             self.malformed_messages += 1
+            self.gap_signals += len(subscribers)
             log.warning("malformed live message skipped on %s: %s (%.80r)", channel, exc,
                         payload, extra={"stream_id": _stream_of(channel)})
             self._gap(channel, subscribers)
@@ -227,6 +231,7 @@ class Hub:
         for channel in list(self._subscribers) if channels is None else channels:
             subscribers = self._subscribers.get(channel)
             if subscribers:
+                self.gap_signals += len(subscribers)
                 self._gap(channel, subscribers)
 
     def _gap(self, channel: str, subscribers: set[LiveSubscriber]) -> None:

@@ -10,18 +10,22 @@ configuration; per-key usage is the console's (``/v1/admin/usage``), read
 from Redis.
 
 The delivery path's metrics (delivery lag, the client's time to first token,
-resumes by outcome, hub lag events) are defined here with their buckets, to be
-observed from the delivery code: per event and connection, so each is one
-labelled child looked up once per connection (``*_for`` methods) and one
-``observe``/``inc`` per event.
+resumes by outcome, hub lag events) are defined here with their buckets and
+observed by the delivery code: one labelled child looked up once per
+connection (``*_for`` methods, held by ``delivery_meter.DeliveryMeter``) and
+one ``observe``/``inc`` per frame written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from functools import partial
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tokenwire.edge.hot_histogram import HistogramCounts, HotHistogram
 
 #: Append (Redis' clock) → written to the client's socket: a few ms on a
 #: healthy edge, seconds for a client catching up.
@@ -31,8 +35,8 @@ DELIVERY_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 #: the model's first token and delivery, together.
 CLIENT_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60)
 #: Outcomes of a resume (a request with a cursor): the events after it exactly,
-#: a reset (new epoch, cursor ahead, history trimmed), a snapshot (the early
-#: text as one event), 204 (nothing after it), 410 (the record expired).
+#: a reset (new epoch, cursor ahead), a snapshot (history trimmed: a reset and
+#: the early text as one event), 204 (nothing after it), 410 (the record expired).
 RESUME_OUTCOMES = ("exact", "reset", "snapshot", "complete", "gone")
 TRANSPORTS = ("sse", "ws")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -73,23 +77,27 @@ class EdgeMetrics:
             "tokenwire_edge_redis_errors", "Requests answered 503 because Redis did not answer",
             registry=registry)
         # --- the delivery path (observed by the delivery code) --------------------------
-        self.delivery_lag = Histogram(
+        # Observed per frame: lock-free counts (``hot_histogram``), not ``Histogram``.
+        self.delivery_lag = HotHistogram(
             "tokenwire_edge_delivery_lag_seconds",
-            "Event appended (Redis' clock) → written to the client's socket",
-            ["transport"], buckets=DELIVERY_LAG_BUCKETS, registry=registry)
-        self.client_ttft = Histogram(
+            "Event appended (Redis' clock) → written to the client's socket; once per frame "
+            "(a merged frame once, from its oldest token's append time)",
+            "transport", TRANSPORTS, buckets=DELIVERY_LAG_BUCKETS, registry=registry)
+        self.client_ttft = HotHistogram(
             "tokenwire_edge_ttft_seconds",
             "Stream created → its first token frame written to a client that followed it "
-            "from the start", ["transport"], buckets=CLIENT_TTFT_BUCKETS, registry=registry)
+            "from the start", "transport", TRANSPORTS, buckets=CLIENT_TTFT_BUCKETS,
+            registry=registry)
         self.resumes = Counter(
-            "tokenwire_edge_resumes", "Requests with a cursor, by outcome: exact, reset, "
-            "snapshot, complete (204), gone (410)", ["outcome"], registry=registry)
-        self.hub_lag_events = Counter(
-            "tokenwire_hub_lag_events", "Subscribers whose live backlog overflowed (or whose "
-            "pub/sub connection dropped): they fell back to reading Redis", registry=registry)
-        for transport in TRANSPORTS:  # every series exists from the first scrape
-            self.delivery_lag.labels(transport)
-            self.client_ttft.labels(transport)
+            "tokenwire_edge_resumes", "Requests with a cursor, by outcome: exact, reset "
+            "(another epoch, cursor ahead), snapshot (history trimmed), complete (204), "
+            "gone (410)", ["outcome"], registry=registry)
+        # Subscribers told they may have missed live events: counted here when
+        # their own backlog overflows (``subscriber_lagged``), by the hub when
+        # its live source signals a gap (``watch_hub``); one counter at scrape.
+        self._lagged_subscribers = 0
+        self._hub_gap_signals: Callable[[], float] = lambda: 0.0
+        registry.register(_HubLagEvents(self))
         for outcome in RESUME_OUTCOMES:
             self.resumes.labels(outcome)
         self._read_queue: Callable[[], Awaitable[dict[str, float]]] | None = None
@@ -99,12 +107,20 @@ class EdgeMetrics:
         """The labelled child, looked up once per connection rather than per event."""
         return self.events_sent.labels(transport)
 
-    def delivery_lag_for(self, transport: str) -> Histogram:
+    def delivery_lag_for(self, transport: str) -> HistogramCounts:
         """Looked up once per connection; ``observe(seconds)`` per event."""
         return self.delivery_lag.labels(transport)
 
-    def client_ttft_for(self, transport: str) -> Histogram:
+    def client_ttft_for(self, transport: str) -> HistogramCounts:
         return self.client_ttft.labels(transport)
+
+    @property
+    def hub_lag_events(self) -> float:
+        return self._lagged_subscribers + self._hub_gap_signals()
+
+    def subscriber_lagged(self) -> None:
+        """One subscriber's live backlog overflowed (a plain int: the hot path)."""
+        self._lagged_subscribers += 1
 
     def resumed(self, outcome: str) -> None:
         self.resumes.labels(outcome).inc()
@@ -117,7 +133,10 @@ class EdgeMetrics:
         self.auth_refusals.labels(reason).inc()
 
     def watch_hub(self, channels: Callable[[], float], subscribers: Callable[[], float],
-                  messages: Callable[[], float]) -> None:
+                  messages: Callable[[], float], gap_signals: Callable[[], float]) -> None:
+        """``gap_signals``: subscribers the hub told they may have missed events
+        (its live source lost messages, or one was malformed)."""
+        self._hub_gap_signals = gap_signals
         for name, doc, fn in (
             ("tokenwire_hub_channels", "Live streams this edge subscribes to", channels),
             ("tokenwire_hub_subscribers", "Local subscribers across all streams", subscribers),
@@ -161,3 +180,18 @@ class EdgeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _HubLagEvents(Collector):
+    """``tokenwire_hub_lag_events_total``: overflowed subscribers plus the hub's gap signals."""
+
+    def __init__(self, metrics: EdgeMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "tokenwire_hub_lag_events", "Subscribers told they may have missed live events: "
+            "their own backlog overflowed (counted once until they caught up), or the hub's "
+            "live source lost messages (its connection dropped, a slot moved: each subscriber "
+            "of the channels, per signal) or one was malformed; they re-read Redis",
+            value=self._metrics.hub_lag_events)

@@ -20,10 +20,13 @@ class _TokenRun:
     """Consecutive queued tokens of one epoch, kept as parts and encoded once when
     sent: merging stays linear in the text however long the backlog grows."""
 
-    __slots__ = ("epoch", "parts", "seq")
+    __slots__ = ("appended_at_us", "epoch", "parts", "seq")
 
     def __init__(self, first: Event, second: Event) -> None:
         self.epoch, self.seq = second.epoch, second.seq
+        # The oldest token's append time: the frame's delivery lag is the
+        # longest any of its text waited (``delivery_meter``).
+        self.appended_at_us = first.appended_at_us
         self.parts = [_content(first), _content(second)]
 
     def add(self, event: Event) -> None:
@@ -31,7 +34,8 @@ class _TokenRun:
         self.seq = event.seq
 
     def to_event(self) -> Event:
-        return Event(self.epoch, self.seq, "token", dumps({"content": "".join(self.parts)}))
+        return Event(self.epoch, self.seq, "token", dumps({"content": "".join(self.parts)}),
+                     self.appended_at_us)
 
 
 def _content(token: Event) -> str:

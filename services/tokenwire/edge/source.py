@@ -38,4 +38,5 @@ async def open_events(app: web.Application, stream_id: str, after: Cursor | None
     text so far as one ``snapshot`` event, then live events."""
     return await Follower.open(
         app[appkeys.BROKER], app[appkeys.VIEWERS], stream_id, after, want_snapshot=snapshot,
-        tenant=tenant, queue_size=app[appkeys.SETTINGS].subscriber_queue_size)
+        tenant=tenant, queue_size=app[appkeys.SETTINGS].subscriber_queue_size,
+        on_lag=app[appkeys.METRICS].subscriber_lagged)

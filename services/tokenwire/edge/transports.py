@@ -22,8 +22,8 @@ from typing import Protocol
 
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
-from prometheus_client import Counter
 
+from tokenwire.edge.delivery_meter import DeliveryMeter
 from tokenwire.edge.sse import PING
 from tokenwire.events import Event
 
@@ -47,9 +47,9 @@ class Transport(Protocol):
 
 
 class _Direct:
-    __slots__ = ("_sent", "_transport", "_writer", "open")
+    __slots__ = ("_transport", "_writer", "meter", "open")
 
-    def __init__(self, request: web.Request, writer: AbstractStreamWriter, sent: Counter
+    def __init__(self, request: web.Request, writer: AbstractStreamWriter, meter: DeliveryMeter
                  ) -> None:
         """``writer``: what ``prepare`` returned; its ``drain`` waits while the
         connection's buffer is over the high-water mark. (aiohttp drains by
@@ -58,7 +58,7 @@ class _Direct:
         everything buffered in the edge's memory.)"""
         self._transport = request.transport
         self._writer = writer
-        self._sent = sent
+        self.meter = meter  # events sent, delivery lag, time to first token
         self.open = True  # cleared when the stream ends: nothing may follow its last write
 
     def write_now(self, event: Event) -> bool:
@@ -67,7 +67,7 @@ class _Direct:
                 or transport.get_write_buffer_size()):
             return False
         transport.write(self._frame(event))
-        self._sent.inc()
+        self.meter.wrote(event)
         return True
 
     def _frame(self, event: Event) -> bytes:
@@ -86,15 +86,15 @@ class SseTransport(_Direct):
     __slots__ = ("_chunked", "_response", "head")
 
     def __init__(self, request: web.Request, response: web.StreamResponse,
-                 writer: AbstractStreamWriter, sent: Counter, head: bytes = b"") -> None:
-        super().__init__(request, writer, sent)
+                 writer: AbstractStreamWriter, meter: DeliveryMeter, head: bytes = b"") -> None:
+        super().__init__(request, writer, meter)
         self._response = response
         self._chunked = response.headers.get("Transfer-Encoding") == "chunked"
         self.head = head
 
     async def send(self, events: list[Event]) -> None:
         await self._response.write(self.take_head() + b"".join(e.sse_bytes() for e in events))
-        self._sent.inc(len(events))
+        self.meter.wrote_all(events)
         await self._writer.drain()
 
     def take_head(self) -> bytes:
@@ -130,15 +130,15 @@ class WebSocketTransport(_Direct):
     __slots__ = ("_ws",)
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse,
-                 writer: AbstractStreamWriter, sent: Counter) -> None:
-        super().__init__(request, writer, sent)
+                 writer: AbstractStreamWriter, meter: DeliveryMeter) -> None:
+        super().__init__(request, writer, meter)
         self._ws = ws
         self.open = not ws.compress  # deflated frames take aiohttp's own writer
 
     async def send(self, events: list[Event]) -> None:
         for event in events:  # the bytes encoded once per event, shared by its viewers
             await self._ws.send_frame(event.ws_bytes(), WSMsgType.TEXT)
-        self._sent.inc(len(events))
+        self.meter.wrote_all(events)
         await self._writer.drain()
 
     def write_now(self, event: Event) -> bool:
