@@ -155,10 +155,13 @@ async def test_a_scripted_run_moves_each_metric_by_what_happened(
         assert (await edge.get(normal["events_url"].replace("token=", "token=x"))).status == 401
 
         async def worker_done() -> Samples:
-            while True:  # the last job's ack (and counts) may trail its terminal event
+            # The last job's dead letter, release and ack trail its terminal event,
+            # and its task leaves the running gauge only after the ack.
+            while True:
                 samples = await scrape(session, worker_metrics + "/metrics")
                 if moved(worker0, samples, "tokenwire_worker_dead_letters_total",
-                         reason="upstream_400") == 1:
+                         reason="upstream_400") == 1 and value(
+                             samples, "tokenwire_worker_running") == 0:
                     return samples
                 await asyncio.sleep(0.05)
 
@@ -189,7 +192,6 @@ async def test_a_scripted_run_moves_each_metric_by_what_happened(
     assert w("tokenwire_worker_ttft_seconds_count", model="fake") == 4
     assert w("tokenwire_worker_tokens_total", model="fake") >= tokens
     assert w("tokenwire_worker_inter_token_seconds_count", model="fake") >= tokens - 1
-    assert value(worker1, "tokenwire_worker_running") == 0
     # the edge
     assert e("tokenwire_streams_created_total") == 4
     assert e("tokenwire_edge_requests_total", route="/v1/streams", method="POST",

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from tests.conftest import SettingsFactory, running_worker
-from tests.support.jobs import pending_jobs, queued_jobs
+from tests.support.jobs import pending_at_one_instant, pending_jobs, queued_jobs
 from tests.support.streams import begin_attempt, new_job
 from tests.support.valkey_cluster import ValkeyCluster
 from tokenwire import keys
@@ -175,11 +175,13 @@ async def test_a_worker_never_holds_more_jobs_than_its_concurrency(
     jobs = [new_job(f"bounded {i}") for i in range(6)]  # ~0.3 s each, over 6 partitions
     for job in jobs:
         await store.create(job, None, "fp")
-    held = 0
+    held, last_read = 0, set[tuple[str, str]]()
     async with running_worker(redis, settings, SimulatedProvider(400, 0)) as worker:
         async with asyncio.timeout(20):
             while worker.jobs_finished < 6:
-                held = max(held, len(await pending_jobs(redis, settings.job_partitions)))
+                at_once, last_read = await pending_at_one_instant(
+                    redis, settings.job_partitions, last_read)
+                held = max(held, len(at_once))
                 await asyncio.sleep(0.01)
     assert held == 2
 
