@@ -8,6 +8,7 @@ and lets the checker judge every client's events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import signal
@@ -161,8 +162,18 @@ async def poison_jobs_are_dead_lettered(run: Run) -> None:
         run.fault(f"job crashed worker{owner} (attempt {attempt})")
         await restart_worker_later(run, owner, 0.2)
     await run.finish(expect="error", code="attempts_exhausted")
-    dead = await dead_letters(run.cluster.redis)
-    reasons = {fields["stream_id"]: fields["reason"] for fields in dead}
+    # begin.lua writes the terminal error of an exhausted job; the worker's dead
+    # letter follows in a later round trip.
+    reasons: dict[str, str] = {}
+
+    async def both_dead_lettered() -> bool:
+        nonlocal reasons
+        dead = await dead_letters(run.cluster.redis)
+        reasons = {fields["stream_id"]: fields["reason"] for fields in dead}
+        return {failing, crashing} <= reasons.keys()
+
+    with contextlib.suppress(TimeoutError):  # the requirement below says what is missing
+        await eventually(both_dead_lettered, 10)
     run.require(reasons == {failing: "upstream_500", crashing: "attempts_exhausted"},
                 f"dead letters {reasons}")
 

@@ -85,14 +85,17 @@ async def test_a_revoked_keys_conversation_tokens_spend_nothing(edge: EdgeClient
 async def test_an_open_conversation_socket_does_not_outlive_its_token(edge: EdgeClient) -> None:
     key = (await new_key(edge))["key"]
     await conversation(edge, key, id="short-lived")
-    # Valid now only thanks to the 5 s clock-skew leeway: expired a second from now.
-    token = conversation_token("short-lived", "acme", exp=time.time() - 4)
+    # Valid now only thanks to the 5 s clock-skew leeway: expired 2-3 s from now
+    # (a whole-second exp; the edge refuses once the clock passes exp + 5).
+    exp = int(time.time()) - 2
+    token = conversation_token("short-lived", "acme", exp=exp)
     ws = await edge.ws_connect("/v1/conversations/short-lived/ws", params={"token": token})
     async with ws:
         await ws.send_json({"type": "hello"})  # judged as a command while the token is valid
         first = await ws.receive_json(timeout=5)
         assert first["code"] == "unknown_command", first
-        time.sleep(1.5)  # noqa: ASYNC251 - the token's clock must pass; nothing to await
+        # the token's clock must pass; nothing to await
+        time.sleep(max(0.0, exp + 5 - time.time()) + 0.2)  # noqa: ASYNC251
         await ws.send_json({"type": "message", "content": "one more, for free?"})
         refused = await ws.receive_json(timeout=5)
         closed = await ws.receive(timeout=5)

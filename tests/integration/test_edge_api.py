@@ -317,14 +317,18 @@ async def test_a_new_attempt_while_following_resets_the_client(
     first = await begin_attempt(store, stream_id, "w1")
     assert isinstance(first, Attempt)
     await store.append(first, 2, [PendingEvent("token", dumps({"content": "old "}), "old ")])
-    reader = asyncio.create_task(read_events(idle_client, stream_id))
-    await asyncio.sleep(0.3)
+    response = await idle_client.get(f"/v1/streams/{stream_id}/events")
+    frames = parse_sse(response.content)
+    events = [ClientEvent(i or "", t, json.loads(d))
+              for i, t, d in [await anext(frames), await anext(frames)]]  # the first attempt
     second = await begin_attempt(store, stream_id, "w2")
     assert isinstance(second, Attempt)
     await store.append(second, 2, [PendingEvent("token", dumps({"content": "new"}), "new")])
     await store.append(second, 3, [PendingEvent("done", dumps({"finish_reason": "stop"}))],
                        final_status="done")
-    events = await asyncio.wait_for(reader, 5)
+    async with asyncio.timeout(5):
+        events += [ClientEvent(i or "", t, json.loads(d)) async for i, t, d in frames]
+    response.close()
     assert [e.type for e in events] == ["start", "token", "reset", "start", "token", "done"]
     assert assemble(events).text == "new"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,10 +41,11 @@ class Setup:
     url: str
 
 
-@pytest.fixture
-async def setup(redis: Redis, redis_url: str) -> AsyncIterator[Setup]:
-    # ~0.6 s per stream, one event per token: room to cut a stream mid-way
-    settings = make_settings(redis_url, simulated_tokens_per_second=200.0,
+@asynccontextmanager
+async def running(redis: Redis, redis_url: str, tokens_per_second: float
+                  ) -> AsyncIterator[Setup]:
+    """A worker and two edges behind the gateway; one event per token."""
+    settings = make_settings(redis_url, simulated_tokens_per_second=tokens_per_second,
                              default_buffer="none")
     async with running_worker(redis, settings), \
             TestServer(create_app(settings)) as edge_a, \
@@ -52,6 +54,18 @@ async def setup(redis: Redis, redis_url: str) -> AsyncIterator[Setup]:
                            str(edge_b.make_url("")).rstrip("/")])
         async with TestServer(gateway.app()) as front:
             yield Setup(gateway, str(front.make_url("")).rstrip("/"))
+
+
+@pytest.fixture
+async def setup(redis: Redis, redis_url: str) -> AsyncIterator[Setup]:
+    async with running(redis, redis_url, 200.0) as ready:  # ~0.6 s: room to cut mid-way
+        yield ready
+
+
+@pytest.fixture
+async def slow_setup(redis: Redis, redis_url: str) -> AsyncIterator[Setup]:
+    async with running(redis, redis_url, 20.0) as ready:  # ~6 s: still running when cancelled
+        yield ready
 
 
 def expected(prompt: str) -> str:
@@ -136,7 +150,8 @@ async def test_a_given_events_url_is_followed_as_handed_over(setup: Setup) -> No
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_cancel_ends_the_stream_with_cancelled(setup: Setup, kind: Kind) -> None:
+async def test_cancel_ends_the_stream_with_cancelled(slow_setup: Setup, kind: Kind) -> None:
+    setup = slow_setup
     prompt = f"cancel me ({kind})"
     async with AsyncTokenwireClient(setup.url) as client:
         created = await client.create({"prompt": prompt})
